@@ -1,0 +1,47 @@
+//! `shoal-bench`: load generator for Shoal.
+//!
+//! Each scenario drives the server from one or more processes, each running
+//! pinned monoio (io_uring) runtimes, one per thread; processes share one
+//! clock (CLOCK_MONOTONIC), so a frame stamped in one process is timed when
+//! it arrives in another. Invariant: every load loop is bounded in count and
+//! time, and a peer's failure is counted and reported, never a panic.
+//!
+//! ```text
+//! parent: check limits → spawn children → wait "ready" → "start T" → sample server
+//!         → collect results → merge histograms → report
+//! child:  threads connect + log in → "ready" → run from T → result line
+//! ```
+
+mod clock;
+mod multiproc;
+mod net;
+mod proc_stats;
+mod report;
+mod runtime;
+mod tcp_frames;
+mod wire;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator for Shoal: latency histograms, throughput and server cost.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Devices on the length-prefixed TCP listener: sender/receiver pairs
+    /// (latency, throughput, server CPU per frame) or idle connections
+    /// (server memory per connection, connect rate).
+    TcpFrames(tcp_frames::TcpFramesArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.scenario {
+        Scenario::TcpFrames(args) => tcp_frames::run(args),
+    }
+}

@@ -1,0 +1,256 @@
+//! The per-core bus: local subscribers, and the interest other cores have.
+//!
+//! Local subscribers sit in a [`TopicTree`]. Every change that makes a
+//! filter appear or disappear on this core is marked dirty and announced to
+//! the other cores by the interest task ([`crate::core::Core`]); each core
+//! keeps, per peer, the set of filters that peer has subscribers for, so a
+//! message crosses to a peer once, and only when the peer wants it.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use shoal_protocols::topic::TopicTree;
+
+use crate::message::Message;
+
+/// Something on this core that takes messages off the bus.
+pub(crate) trait Deliver {
+    /// Hands over `msg`; must not block.
+    fn deliver(&self, msg: &Message);
+}
+
+/// A local subscription handle.
+pub(crate) type Subscriber = Rc<dyn Deliver>;
+
+/// One core's subscriber table and its view of the other cores' interest.
+pub(crate) struct Bus {
+    local: RefCell<TopicTree<Subscriber>>,
+    /// Local subscriptions per filter, to know when one appears or goes.
+    filter_refs: RefCell<HashMap<Box<str>, u32>>,
+    /// Filters whose presence changed since the last announcement.
+    dirty: RefCell<Vec<Box<str>>>,
+    /// Per peer core (mesh index): the filters it has subscribers for.
+    remote: RefCell<Vec<RemoteInterest>>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("local", &self.local.borrow().len())
+            .field("filters", &self.filter_refs.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct RemoteInterest {
+    filters: HashSet<Box<str>>,
+    tree: TopicTree<()>,
+}
+
+impl Bus {
+    pub(crate) fn new(peers: usize) -> Self {
+        Self {
+            local: RefCell::new(TopicTree::new()),
+            filter_refs: RefCell::new(HashMap::new()),
+            dirty: RefCell::new(Vec::new()),
+            remote: RefCell::new((0..peers).map(|_| RemoteInterest::default()).collect()),
+        }
+    }
+
+    /// Adds a local subscriber for `filter` (validated by the caller).
+    pub(crate) fn subscribe(&self, filter: &str, subscriber: Subscriber) {
+        self.local.borrow_mut().insert(filter, subscriber);
+        let mut refs = self.filter_refs.borrow_mut();
+        let count = refs.entry(filter.into()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            self.dirty.borrow_mut().push(filter.into());
+        }
+    }
+
+    /// Removes the subscription of `subscriber` under `filter`.
+    pub(crate) fn unsubscribe(&self, filter: &str, subscriber: &Subscriber) -> bool {
+        let removed = self
+            .local
+            .borrow_mut()
+            .remove_first(filter, |s| Rc::ptr_eq(s, subscriber))
+            .is_some();
+        if removed {
+            let mut refs = self.filter_refs.borrow_mut();
+            if let Some(count) = refs.get_mut(filter) {
+                *count -= 1;
+                if *count == 0 {
+                    refs.remove(filter);
+                    self.dirty.borrow_mut().push(filter.into());
+                }
+            }
+        }
+        removed
+    }
+
+    /// Calls `f` for each local subscriber matching `topic`. Subscribers
+    /// are collected first so that a delivery may change the table.
+    pub(crate) fn for_each_local(&self, topic: &str, mut f: impl FnMut(&Subscriber)) {
+        let mut matched: Vec<Subscriber> = Vec::new();
+        self.local
+            .borrow()
+            .for_each_match(topic, |s| matched.push(Rc::clone(s)));
+        for s in &matched {
+            f(s);
+        }
+    }
+
+    /// Local subscriptions.
+    #[cfg(test)]
+    pub(crate) fn local_len(&self) -> usize {
+        self.local.borrow().len()
+    }
+
+    /// Whether peer core `peer` has a subscriber for `topic`.
+    pub(crate) fn peer_wants(&self, peer: usize, topic: &str) -> bool {
+        self.remote
+            .borrow()
+            .get(peer)
+            .is_some_and(|r| r.tree.any_match(topic))
+    }
+
+    /// Takes the filters whose presence changed, each with whether it is
+    /// present now.
+    pub(crate) fn take_interest_changes(&self) -> Vec<(Box<str>, bool)> {
+        let mut dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        dirty.sort_unstable();
+        dirty.dedup();
+        let refs = self.filter_refs.borrow();
+        dirty
+            .into_iter()
+            .map(|f| {
+                let present = refs.contains_key(&f);
+                (f, present)
+            })
+            .collect()
+    }
+
+    /// Whether announcements are pending.
+    pub(crate) fn has_interest_changes(&self) -> bool {
+        !self.dirty.borrow().is_empty()
+    }
+
+    /// Records a peer's announcement. Announcements carry the state, not a
+    /// delta, so a repeated one changes nothing.
+    pub(crate) fn apply_peer_interest(&self, peer: usize, filter: Box<str>, present: bool) {
+        let mut remote = self.remote.borrow_mut();
+        let Some(r) = remote.get_mut(peer) else {
+            return;
+        };
+        if present {
+            if !r.filters.contains(&filter) {
+                r.tree.insert(&filter, ());
+                r.filters.insert(filter);
+            }
+        } else if r.filters.remove(&filter) {
+            r.tree.remove_first(&filter, |_| true);
+        }
+    }
+
+    /// Filters peer `peer` is interested in.
+    #[cfg(test)]
+    pub(crate) fn peer_interest_len(&self, peer: usize) -> usize {
+        self.remote.borrow().get(peer).map_or(0, |r| r.filters.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    use crate::message::Origin;
+    use crate::pool::{Payload, SlabPool};
+    use shoal_protocols::config::PoolSettings;
+
+    #[derive(Debug, Default)]
+    struct Counter(Cell<u32>);
+    impl Deliver for Counter {
+        fn deliver(&self, _msg: &Message) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    fn msg(pool: &SlabPool, topic: &str) -> Message {
+        let mut b = pool.try_acquire(4).unwrap();
+        b.extend_from_slice(b"data");
+        Message {
+            topic: topic.into(),
+            payload: Payload::whole(b),
+            qos: 0,
+            retain: false,
+            origin: Origin::default(),
+            hops: 0,
+        }
+    }
+
+    #[test]
+    fn interest_changes_only_on_first_and_last_subscriber() {
+        let bus = Bus::new(2);
+        let a: Subscriber = Rc::new(Counter::default());
+        let b: Subscriber = Rc::new(Counter::default());
+        bus.subscribe("devices/+/down", Rc::clone(&a));
+        bus.subscribe("devices/+/down", Rc::clone(&b));
+        assert_eq!(
+            bus.take_interest_changes(),
+            vec![("devices/+/down".into(), true)]
+        );
+        assert!(bus.unsubscribe("devices/+/down", &a));
+        assert!(!bus.has_interest_changes());
+        assert!(bus.unsubscribe("devices/+/down", &b));
+        assert!(!bus.unsubscribe("devices/+/down", &b));
+        assert_eq!(
+            bus.take_interest_changes(),
+            vec![("devices/+/down".into(), false)]
+        );
+        assert_eq!(bus.local_len(), 0);
+    }
+
+    #[test]
+    fn a_flapping_filter_announces_its_final_state_once() {
+        let bus = Bus::new(2);
+        let a: Subscriber = Rc::new(Counter::default());
+        bus.subscribe("x", Rc::clone(&a));
+        bus.unsubscribe("x", &a);
+        bus.subscribe("x", Rc::clone(&a));
+        assert_eq!(bus.take_interest_changes(), vec![("x".into(), true)]);
+    }
+
+    #[test]
+    fn peer_interest_is_idempotent_state() {
+        let bus = Bus::new(3);
+        bus.apply_peer_interest(1, "devices/b/down".into(), true);
+        bus.apply_peer_interest(1, "devices/b/down".into(), true);
+        assert!(bus.peer_wants(1, "devices/b/down"));
+        assert!(!bus.peer_wants(2, "devices/b/down"));
+        assert!(!bus.peer_wants(1, "devices/c/down"));
+        bus.apply_peer_interest(1, "devices/b/down".into(), false);
+        assert!(!bus.peer_wants(1, "devices/b/down"));
+        assert_eq!(bus.peer_interest_len(1), 0);
+        // Out-of-range peers are ignored.
+        bus.apply_peer_interest(9, "x".into(), true);
+    }
+
+    #[test]
+    fn local_delivery_follows_topic_filters() {
+        let pool = SlabPool::new(&PoolSettings::default());
+        let bus = Bus::new(1);
+        let exact = Rc::new(Counter::default());
+        let wild = Rc::new(Counter::default());
+        bus.subscribe("devices/a/down", exact.clone());
+        bus.subscribe("devices/#", wild.clone());
+        for topic in ["devices/a/down", "devices/b/down", "other"] {
+            let m = msg(&pool, topic);
+            bus.for_each_local(&m.topic, |s| s.deliver(&m));
+        }
+        assert_eq!(exact.0.get(), 1);
+        assert_eq!(wild.0.get(), 2);
+    }
+}

@@ -1,0 +1,386 @@
+//! One core: its pool, bus, connection table, routes and mesh links.
+//!
+//! Everything here is `!Send` and touched only by the core's own executor.
+//! Other cores are reached only through the channel mesh, with owned
+//! [`MeshMsg`]s.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::Senders;
+use shoal_protocols::config::RuntimeSettings;
+use shoal_protocols::figures::CoreFigures;
+use slab::Slab;
+use tracing::{info, warn};
+
+use crate::bus::{Bus, Subscriber};
+use crate::message::{CrossMessage, MeshMsg, Message, Origin};
+use crate::pool::{Payload, SlabPool};
+use crate::routes::{RouteOutcome, RouteTable};
+use crate::signal::{Kick, LocalSignal};
+use crate::stats::{CoreStats, LogLimiter};
+
+/// Typed key of the per-core connection table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnId(usize);
+
+/// Why a connection is being closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The same device logged in again.
+    TakenOver,
+    /// The data plane is stopping and the drain deadline passed.
+    Shutdown,
+}
+
+/// What the core can ask of any connection, whatever its protocol.
+pub(crate) trait Connection {
+    /// Closes it now.
+    fn close(&self, reason: CloseReason);
+    /// Starts a graceful end: flush what is queued, half-close, wait for
+    /// the peer.
+    fn begin_drain(&self);
+}
+
+/// An entry of the connection table.
+pub(crate) struct ConnEntry {
+    pub(crate) listener: Rc<str>,
+    pub(crate) device: Option<Rc<str>>,
+    pub(crate) since: Instant,
+    pub(crate) conn: Rc<dyn Connection>,
+}
+
+impl std::fmt::Debug for ConnEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnEntry")
+            .field("listener", &self.listener)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The state of one core.
+pub(crate) struct Core {
+    /// Index of the core (thread `shoal-core-{index}`).
+    pub(crate) index: usize,
+    /// This core's id in the channel mesh.
+    mesh_id: usize,
+    /// Members of the mesh (cores).
+    peers: usize,
+    pub(crate) pool: SlabPool,
+    pub(crate) bus: Bus,
+    pub(crate) stats: CoreStats,
+    pub(crate) settings: RefCell<RuntimeSettings>,
+    routes: RefCell<Rc<RouteTable>>,
+    conns: RefCell<Slab<ConnEntry>>,
+    devices: RefCell<HashMap<Rc<str>, ConnId>>,
+    senders: Option<Senders<MeshMsg>>,
+    interest_kick: Kick,
+    /// Raised when the data plane stops: accept loops end, connections
+    /// drain.
+    pub(crate) stopping: LocalSignal,
+    mesh_drop_log: LogLimiter,
+    route_log: LogLimiter,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("index", &self.index)
+            .field("mesh_id", &self.mesh_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Core {
+    pub(crate) fn new(
+        index: usize,
+        senders: Option<Senders<MeshMsg>>,
+        pool: SlabPool,
+        settings: RuntimeSettings,
+    ) -> Self {
+        let (mesh_id, peers) = senders
+            .as_ref()
+            .map_or((0, 1), |s| (s.peer_id(), s.nr_consumers()));
+        Self {
+            index,
+            mesh_id,
+            peers,
+            pool,
+            bus: Bus::new(peers),
+            stats: CoreStats::default(),
+            settings: RefCell::new(settings),
+            routes: RefCell::new(Rc::new(RouteTable::empty())),
+            conns: RefCell::new(Slab::new()),
+            devices: RefCell::new(HashMap::new()),
+            senders,
+            interest_kick: Kick::default(),
+            stopping: LocalSignal::default(),
+            mesh_drop_log: LogLimiter::new(Duration::from_secs(5)),
+            route_log: LogLimiter::new(Duration::from_secs(5)),
+        }
+    }
+
+    pub(crate) fn figures(&self) -> CoreFigures {
+        self.stats
+            .figures(u16::try_from(self.index).unwrap_or(u16::MAX), &self.pool)
+    }
+
+    pub(crate) fn set_routes(&self, routes: Rc<RouteTable>) {
+        *self.routes.borrow_mut() = routes;
+    }
+
+    pub(crate) fn routes(&self) -> Rc<RouteTable> {
+        Rc::clone(&self.routes.borrow())
+    }
+
+    // ----- connection table -------------------------------------------
+
+    pub(crate) fn add_conn(&self, listener: Rc<str>, conn: Rc<dyn Connection>) -> ConnId {
+        self.stats.connections.inc();
+        self.stats.accepted.inc();
+        ConnId(self.conns.borrow_mut().insert(ConnEntry {
+            listener,
+            device: None,
+            since: Instant::now(),
+            conn,
+        }))
+    }
+
+    /// Removes a closed connection, and its device index entry.
+    pub(crate) fn remove_conn(&self, id: ConnId) {
+        let entry = self.conns.borrow_mut().try_remove(id.0);
+        if let Some(entry) = entry {
+            self.stats.connections.dec();
+            if let Some(device) = entry.device {
+                let mut devices = self.devices.borrow_mut();
+                if devices.get(&device) == Some(&id) {
+                    devices.remove(&device);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn conn_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Records that connection `id` is device `device`; an older connection
+    /// of the same device, on this core or another, is taken over.
+    pub(crate) fn device_online(self: &Rc<Self>, id: ConnId, device: Rc<str>) {
+        let since = Instant::now();
+        if let Some(entry) = self.conns.borrow_mut().get_mut(id.0) {
+            entry.device = Some(Rc::clone(&device));
+            entry.since = since;
+        }
+        let previous = self.devices.borrow_mut().insert(Rc::clone(&device), id);
+        if let Some(old) = previous.filter(|old| *old != id) {
+            self.take_over(old, &device);
+        }
+        if self.peers > 1 {
+            let core = Rc::clone(self);
+            glommio::spawn_local(async move {
+                for peer in core.other_peers() {
+                    if let Some(s) = &core.senders {
+                        let msg = MeshMsg::DeviceOnline {
+                            device: device.as_ref().into(),
+                            since,
+                        };
+                        let _ = s.send_to(peer, msg).await;
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
+    fn take_over(&self, old: ConnId, device: &str) {
+        let conn = self.conns.borrow().get(old.0).map(|e| Rc::clone(&e.conn));
+        if let Some(conn) = conn {
+            info!(device, "device connected again; closing its older connection");
+            conn.close(CloseReason::TakenOver);
+        }
+    }
+
+    fn on_device_online_elsewhere(&self, device: &str, since: Instant) {
+        let old = self.devices.borrow().get(device).copied();
+        if let Some(old) = old {
+            let older = self
+                .conns
+                .borrow()
+                .get(old.0)
+                .is_some_and(|e| e.since < since);
+            if older {
+                self.take_over(old, device);
+            }
+        }
+    }
+
+    /// Closes or drains every connection (shutdown).
+    pub(crate) fn for_each_conn(&self, mut f: impl FnMut(&Rc<dyn Connection>)) {
+        let conns: Vec<Rc<dyn Connection>> = self
+            .conns
+            .borrow()
+            .iter()
+            .map(|(_, e)| Rc::clone(&e.conn))
+            .collect();
+        for c in &conns {
+            f(c);
+        }
+    }
+
+    // ----- bus ----------------------------------------------------------
+
+    pub(crate) fn subscribe(&self, filter: &str, subscriber: Subscriber) {
+        self.bus.subscribe(filter, subscriber);
+        if self.bus.has_interest_changes() {
+            self.interest_kick.kick();
+        }
+    }
+
+    pub(crate) fn unsubscribe(&self, filter: &str, subscriber: &Subscriber) {
+        self.bus.unsubscribe(filter, subscriber);
+        if self.bus.has_interest_changes() {
+            self.interest_kick.kick();
+        }
+    }
+
+    /// Publishes a message that entered on this core: routes first, then
+    /// local subscribers and interested cores.
+    pub(crate) fn publish(&self, msg: Message) {
+        self.stats.messages_in.inc();
+        let routes = self.routes();
+        let mut work = vec![msg];
+        while let Some(m) = work.pop() {
+            match routes.apply(&m, self.settings.borrow().max_route_hops) {
+                RouteOutcome::Deliver { republish, forwards } => {
+                    for fwd in forwards {
+                        if fwd.enqueue(&m.payload) {
+                            self.stats.forward_sent.inc();
+                        } else {
+                            self.stats.forward_drops.inc();
+                        }
+                    }
+                    for r in republish {
+                        match r {
+                            Ok(topic) => {
+                                self.stats.route_republished.inc();
+                                work.push(Message {
+                                    topic,
+                                    payload: m.payload.clone(),
+                                    qos: m.qos,
+                                    retain: m.retain,
+                                    origin: m.origin.clone(),
+                                    hops: m.hops + 1,
+                                });
+                            }
+                            Err(why) => {
+                                self.stats.route_dropped.inc();
+                                if let Some(more) = self.route_log.allow() {
+                                    warn!(topic = %m.topic, suppressed = more, "route did not republish: {why}");
+                                }
+                            }
+                        }
+                    }
+                    self.fan_out(&m);
+                }
+                RouteOutcome::Dropped => self.stats.route_dropped.inc(),
+            }
+        }
+    }
+
+    /// Delivers to local subscribers, and crosses once to each core that
+    /// wants the topic.
+    fn fan_out(&self, m: &Message) {
+        self.bus.for_each_local(&m.topic, |s| s.deliver(m));
+        let Some(senders) = &self.senders else {
+            return;
+        };
+        for peer in self.other_peers() {
+            if !self.bus.peer_wants(peer, &m.topic) {
+                continue;
+            }
+            let Some(payload) = self.pool.detach_copy(m.payload.as_slice()) else {
+                self.stats.mesh_drops.inc();
+                continue;
+            };
+            let cross = CrossMessage {
+                topic: m.topic.as_ref().into(),
+                payload,
+                qos: m.qos,
+                retain: m.retain,
+                origin_listener: m.origin.listener.as_deref().map(Into::into),
+                origin_device: m.origin.device.as_deref().map(Into::into),
+            };
+            match senders.try_send_to(peer, MeshMsg::Publish(cross)) {
+                Ok(()) => self.stats.mesh_sent.inc(),
+                Err(_) => {
+                    self.stats.mesh_drops.inc();
+                    if let Some(more) = self.mesh_drop_log.allow() {
+                        warn!(peer, suppressed = more, "channel to another core is full; message dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    fn other_peers(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.peers).filter(move |p| *p != self.mesh_id)
+    }
+
+    /// Handles what another core sent.
+    pub(crate) fn on_mesh(&self, peer: usize, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Publish(cross) => {
+                self.stats.mesh_received.inc();
+                let Some(buf) = self.pool.adopt(cross.payload) else {
+                    self.stats.mesh_drops.inc();
+                    return;
+                };
+                let m = Message {
+                    topic: cross.topic.into(),
+                    payload: Payload::whole(buf),
+                    qos: cross.qos,
+                    retain: cross.retain,
+                    origin: Origin {
+                        listener: cross.origin_listener.map(Into::into),
+                        device: cross.origin_device.map(Into::into),
+                    },
+                    hops: 0,
+                };
+                self.bus.for_each_local(&m.topic, |s| s.deliver(&m));
+            }
+            MeshMsg::Interest { filter, present } => {
+                self.bus.apply_peer_interest(peer, filter, present);
+            }
+            MeshMsg::DeviceOnline { device, since } => {
+                self.on_device_online_elsewhere(&device, since);
+            }
+        }
+    }
+
+    /// Announces this core's interest changes to the other cores, for as
+    /// long as the core runs. Announcements wait for room in the channel:
+    /// they must not be lost.
+    pub(crate) async fn run_interest_announcer(self: Rc<Self>) {
+        let Some(senders) = &self.senders else {
+            return;
+        };
+        loop {
+            self.interest_kick.kicked().await;
+            for (filter, present) in self.bus.take_interest_changes() {
+                for peer in self.other_peers() {
+                    let msg = MeshMsg::Interest {
+                        filter: filter.clone(),
+                        present,
+                    };
+                    if senders.send_to(peer, msg).await.is_err() {
+                        // The peer stopped; nothing to keep in sync.
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! `shoal-dataplane`: one pinned glommio executor per core, shared-nothing.
+//!
+//! Invariants (see ARCHITECTURE.md): per-core state is `!Send` and owned by
+//! its executor; buffers come from the core's bounded [`pool::SlabPool`];
+//! every queue is bounded and counted; cores talk only over the channel
+//! mesh; nothing blocks an executor.
+//!
+//! The main loop of a core:
+//!
+//! ```text
+//! join mesh ─▶ prepare(config) ─▶ commit ─▶ serve: accept / read frames ─▶ Core::publish
+//!                                                 ├─ routes (republish, forward, drop)
+//!                                                 ├─ local subscribers (Bus)
+//!                                                 └─ other cores that want the topic (mesh)
+//! SIGTERM ─▶ stop accepting ─▶ drain connections (deadline) ─▶ exit 0
+//! ```
+
+mod apply;
+mod bus;
+mod core;
+mod forward;
+mod listener;
+mod message;
+mod outq;
+mod pool;
+mod routes;
+mod signal;
+mod stats;
+mod tcp;
+mod udp;
+mod uring;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use shoal_protocols::config::{DataPlaneConfig, EMBEDDED_DEFAULT_TOML};
+use tracing::{error, info, warn};
+
+use crate::apply::ApplyPlan;
+use crate::core::{CloseReason, Core};
+use crate::message::MeshMsg;
+use crate::pool::SlabPool;
+
+/// Shoal's data plane.
+#[derive(Debug, Parser)]
+#[command(name = "shoal-dataplane", version, about)]
+struct Cli {
+    /// Cores to run on (one pinned executor each). Default: every CPU this
+    /// process may use.
+    #[arg(long)]
+    cores: Option<usize>,
+    /// TOML config file. Without it the embedded default config runs
+    /// (loopback only: raw TCP on 127.0.0.1:7000, raw UDP on 127.0.0.1:7001).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print one line of figures per core this often (0s: never).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    stats_interval: Duration,
+    /// Check the config and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Print the embedded default config and exit.
+    #[arg(long)]
+    print_default_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.print_default_config {
+        print!("{EMBEDDED_DEFAULT_TOML}");
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_thread_names(true)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("shoal-dataplane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<ApplyPlan, String> {
+    let (text, source) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| format!("cannot read config {}: {e}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (EMBEDDED_DEFAULT_TOML.to_owned(), "embedded default config".to_owned()),
+    };
+    let config = DataPlaneConfig::from_toml(&text).map_err(|e| format!("config {source}: {e}"))?;
+    ApplyPlan::new(config).map_err(|e| format!("config {source}: {e}"))
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills the set we
+    // own for this process (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let plan = Arc::new(load_config(cli.config.as_ref())?);
+    if cli.check_config {
+        println!("config ok: {} listeners, {} routes", plan.config.listeners.len(), plan.config.routes.len());
+        return Ok(());
+    }
+    uring::probe()?;
+    let cpus = allowed_cpus();
+    let cores = cli.cores.unwrap_or(cpus.len());
+    if cores == 0 || cores > cpus.len() {
+        return Err(format!(
+            "--cores {cores}: this process may use {} CPUs ({cpus:?}); choose 1..={}",
+            cpus.len(),
+            cpus.len()
+        ));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while draining ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+
+    let mesh = (cores > 1).then(|| {
+        MeshBuilder::<MeshMsg, _>::full(cores, plan.config.runtime.mesh_channel_capacity as usize)
+    });
+    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let mut threads = Vec::new();
+    for (index, &cpu) in cpus.iter().take(cores).enumerate() {
+        let plan = Arc::clone(&plan);
+        let mesh = mesh.clone();
+        let ready = ready_tx.clone();
+        let stop = Arc::clone(&stop);
+        let stats_interval = cli.stats_interval;
+        let handle = std::thread::Builder::new()
+            .name(format!("shoal-core-{index}"))
+            .spawn(move || {
+                let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                    .io_memory(256 * 1024)
+                    .make();
+                let executor = match executor {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = ready.send((index, Err(format!("core {index}: cannot start an executor on CPU {cpu}: {e}"))));
+                        return;
+                    }
+                };
+                executor.run(core_main(index, plan, mesh, ready, stop, stats_interval));
+            })
+            .map_err(|e| format!("cannot start core thread {index}: {e}"))?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+
+    for _ in 0..cores {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((_, Ok(()))) => {}
+            Ok((_, Err(e))) => {
+                // Cores that did start hold sockets and the mesh; a failed
+                // start ends the whole process.
+                eprintln!("shoal-dataplane: {e}");
+                error!("{e}");
+                std::process::exit(1);
+            }
+            Err(_) => {
+                eprintln!("shoal-dataplane: cores did not start within 30s");
+                std::process::exit(1);
+            }
+        }
+    }
+    let listeners: Vec<String> = plan
+        .listeners
+        .iter()
+        .map(|l| format!("{} {} {}", l.config.name, l.config.protocol, l.addr))
+        .collect();
+    info!(cores, listeners = ?listeners, "shoal-dataplane ready");
+
+    for t in threads {
+        let _ = t.join();
+    }
+    info!("shoal-dataplane stopped");
+    Ok(())
+}
+
+async fn core_main(
+    index: usize,
+    plan: Arc<ApplyPlan>,
+    mesh: Option<MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>>,
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
+    stop: Arc<AtomicBool>,
+    stats_interval: Duration,
+) {
+    let (senders, receivers) = match mesh {
+        Some(m) => match m.join().await {
+            Ok((s, r)) => (Some(s), Some(r)),
+            Err(_) => {
+                let _ = ready.send((index, Err(format!("core {index}: cannot join the channel mesh"))));
+                return;
+            }
+        },
+        None => (None, None),
+    };
+    let core = Rc::new(Core::new(
+        index,
+        senders,
+        SlabPool::new(&plan.config.pools),
+        plan.config.runtime.clone(),
+    ));
+    match apply::prepare(&core, &plan) {
+        Ok(prepared) => {
+            apply::commit(&core, prepared);
+            let _ = ready.send((index, Ok(())));
+        }
+        Err(e) => {
+            let _ = ready.send((index, Err(e)));
+            return;
+        }
+    }
+    if let Some(mut receivers) = receivers {
+        for (peer, rx) in receivers.streams() {
+            let core = Rc::clone(&core);
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    core.on_mesh(peer, msg);
+                }
+            })
+            .detach();
+        }
+    }
+    glommio::spawn_local(Rc::clone(&core).run_interest_announcer()).detach();
+    if !stats_interval.is_zero() {
+        let core = Rc::clone(&core);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(stats_interval).await;
+                info!(target: "shoal::stats", "{}", core.figures());
+            }
+        })
+        .detach();
+    }
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    drain(&core).await;
+}
+
+/// Stops accepting, lets open connections finish until the drain
+/// deadline, then closes what is left.
+async fn drain(core: &Rc<Core>) {
+    let timeout = core.settings.borrow().drain_timeout;
+    let open = core.conn_count();
+    info!(open, ?timeout, "stopping: no new connections; draining open ones");
+    core.stopping.raise();
+    core.for_each_conn(|c| c.begin_drain());
+    let deadline = Instant::now() + timeout;
+    while core.conn_count() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    let left = core.conn_count();
+    if left > 0 {
+        warn!(left, "drain deadline passed; closing the remaining connections");
+        core.for_each_conn(|c| c.close(CloseReason::Shutdown));
+        let until = Instant::now() + Duration::from_millis(500);
+        while core.conn_count() > 0 && Instant::now() < until {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    core.routes().stop();
+    info!(figures = %core.figures(), "core stopped");
+}

@@ -1,0 +1,308 @@
+//! Routes: topic filter and origin → republish, forward or drop.
+//!
+//! A [`RouteTable`] is built on every core from the same config. Routes are
+//! evaluated in config order for each message published on the core it
+//! entered: every matching route acts; `drop` stops the message (no later
+//! route, no subscriber).
+
+use std::rc::Rc;
+
+use shoal_protocols::config::{
+    parse_socket_addr, parse_topic_template, RouteAction, RouteConfig, TemplatePart,
+};
+use shoal_protocols::framing::Framer;
+use shoal_protocols::topic::{validate_topic_name, TopicTree};
+
+use crate::forward::{Forwarder, TcpUpstream, UdpUpstream};
+use crate::message::Message;
+
+enum CompiledAction {
+    Republish(Vec<TemplatePart>),
+    Forward(Rc<dyn Forwarder>),
+    Drop,
+}
+
+struct CompiledRoute {
+    listener: Option<Rc<str>>,
+    device: Option<Rc<str>>,
+    action: CompiledAction,
+}
+
+/// The routes of one core.
+pub(crate) struct RouteTable {
+    routes: Vec<CompiledRoute>,
+    by_filter: TopicTree<usize>,
+}
+
+impl std::fmt::Debug for RouteTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteTable")
+            .field("routes", &self.routes.len())
+            .finish()
+    }
+}
+
+/// What routes decided for one message.
+pub(crate) enum RouteOutcome {
+    /// Deliver to subscribers; also publish these topics (or say why one
+    /// could not be made) and hand the payload to these forwarders.
+    Deliver {
+        republish: Vec<Result<Rc<str>, String>>,
+        forwards: Vec<Rc<dyn Forwarder>>,
+    },
+    /// A `drop` route matched.
+    Dropped,
+}
+
+impl RouteTable {
+    pub(crate) fn empty() -> Self {
+        Self {
+            routes: Vec::new(),
+            by_filter: TopicTree::new(),
+        }
+    }
+
+    /// Compiles validated route configs; forward routes get this core's
+    /// upstream connections. `largest_frame` bounds upstream framing.
+    pub(crate) fn build(configs: &[RouteConfig], largest_frame: u32) -> Result<Self, String> {
+        let mut table = Self::empty();
+        for (i, r) in configs.iter().enumerate() {
+            let action = match &r.action {
+                RouteAction::Republish { topic } => {
+                    CompiledAction::Republish(parse_topic_template(topic)?)
+                }
+                RouteAction::ForwardTcp {
+                    address,
+                    framing,
+                    queue_bytes,
+                } => {
+                    let addr = parse_socket_addr(address)?;
+                    let framer = Framer::new(framing, largest_frame).map_err(|e| e.to_string())?;
+                    CompiledAction::Forward(TcpUpstream::start(
+                        &r.name,
+                        addr,
+                        framer,
+                        *queue_bytes as usize,
+                    ))
+                }
+                RouteAction::ForwardUdp { address } => {
+                    let addr = parse_socket_addr(address)?;
+                    CompiledAction::Forward(Rc::new(
+                        UdpUpstream::new(&r.name, addr).map_err(|e| {
+                            format!("route {:?}: cannot open a udp socket: {e}", r.name)
+                        })?,
+                    ))
+                }
+                RouteAction::Drop => CompiledAction::Drop,
+                #[allow(unreachable_patterns)]
+                other => return Err(format!("route {:?}: unsupported action {other:?}", r.name)),
+            };
+            table.by_filter.insert(&r.filter, i);
+            table.routes.push(CompiledRoute {
+                listener: r.listener.as_deref().map(Into::into),
+                device: r.device.as_deref().map(Into::into),
+                action,
+            });
+        }
+        Ok(table)
+    }
+
+    /// Stops the upstream tasks of forward routes (the table is replaced).
+    pub(crate) fn stop(&self) {
+        for r in &self.routes {
+            if let CompiledAction::Forward(f) = &r.action {
+                f.stop();
+            }
+        }
+    }
+
+    pub(crate) fn apply(&self, m: &Message, max_hops: u8) -> RouteOutcome {
+        let mut republish = Vec::new();
+        let mut forwards = Vec::new();
+        if self.routes.is_empty() {
+            return RouteOutcome::Deliver {
+                republish,
+                forwards,
+            };
+        }
+        let mut matched: Vec<usize> = Vec::new();
+        self.by_filter.for_each_match(&m.topic, |i| matched.push(*i));
+        matched.sort_unstable();
+        for i in matched {
+            let Some(route) = self.routes.get(i) else {
+                continue;
+            };
+            if route
+                .listener
+                .as_ref()
+                .is_some_and(|l| m.origin.listener.as_ref() != Some(l))
+                || route
+                    .device
+                    .as_ref()
+                    .is_some_and(|d| m.origin.device.as_ref() != Some(d))
+            {
+                continue;
+            }
+            match &route.action {
+                CompiledAction::Drop => return RouteOutcome::Dropped,
+                CompiledAction::Republish(template) => {
+                    if m.hops >= max_hops {
+                        republish.push(Err(format!(
+                            "message already republished {} times (max_route_hops)",
+                            m.hops
+                        )));
+                    } else {
+                        republish.push(render(template, m));
+                    }
+                }
+                CompiledAction::Forward(f) => forwards.push(Rc::clone(f)),
+            }
+        }
+        RouteOutcome::Deliver {
+            republish,
+            forwards,
+        }
+    }
+}
+
+/// Fills a topic template from a message.
+fn render(template: &[TemplatePart], m: &Message) -> Result<Rc<str>, String> {
+    let mut out = String::with_capacity(m.topic.len() + 16);
+    for part in template {
+        match part {
+            TemplatePart::Literal(s) => out.push_str(s),
+            TemplatePart::Device => out.push_str(
+                m.origin
+                    .device
+                    .as_deref()
+                    .ok_or("the template needs {device} but the message has no device")?,
+            ),
+            TemplatePart::Listener => out.push_str(
+                m.origin
+                    .listener
+                    .as_deref()
+                    .ok_or("the template needs {listener} but the message has none")?,
+            ),
+            TemplatePart::Topic => out.push_str(&m.topic),
+            TemplatePart::Level(n) => out.push_str(
+                m.topic
+                    .split('/')
+                    .nth(usize::from(*n) - 1)
+                    .ok_or_else(|| format!("topic {:?} has no level {n}", m.topic))?,
+            ),
+        }
+    }
+    validate_topic_name(&out).map_err(|e| format!("republish topic {out:?} is invalid: {e}"))?;
+    Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Origin;
+    use crate::pool::{Payload, SlabPool};
+    use shoal_protocols::config::PoolSettings;
+
+    fn msg(topic: &str, device: Option<&str>, hops: u8) -> Message {
+        let pool = SlabPool::new(&PoolSettings::default());
+        let b = pool.try_acquire(1).unwrap();
+        Message {
+            topic: topic.into(),
+            payload: Payload::whole(b),
+            qos: 0,
+            retain: false,
+            origin: Origin {
+                listener: Some("tcp".into()),
+                device: device.map(Into::into),
+            },
+            hops,
+        }
+    }
+
+    fn route(name: &str, filter: &str, device: Option<&str>, action: RouteAction) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            filter: filter.into(),
+            listener: None,
+            device: device.map(Into::into),
+            action,
+        }
+    }
+
+    fn topics(o: RouteOutcome) -> Vec<Result<String, String>> {
+        match o {
+            RouteOutcome::Deliver { republish, .. } => republish
+                .into_iter()
+                .map(|r| r.map(|t| t.to_string()))
+                .collect(),
+            RouteOutcome::Dropped => vec![Err("dropped".into())],
+        }
+    }
+
+    #[test]
+    fn republish_templates_and_order() {
+        let t = RouteTable::build(
+            &[
+                route(
+                    "pair",
+                    "devices/+/up",
+                    None,
+                    RouteAction::Republish {
+                        topic: "devices/{device}-rx/down".into(),
+                    },
+                ),
+                route(
+                    "levels",
+                    "devices/#",
+                    Some("a"),
+                    RouteAction::Republish {
+                        topic: "copy/{2}/{listener}/{topic}".into(),
+                    },
+                ),
+            ],
+            4096,
+        )
+        .unwrap();
+        assert_eq!(
+            topics(t.apply(&msg("devices/a/up", Some("a"), 0), 4)),
+            vec![
+                Ok("devices/a-rx/down".to_string()),
+                Ok("copy/a/tcp/devices/a/up".to_string())
+            ]
+        );
+        // The device filter excludes the second route for device b.
+        assert_eq!(
+            topics(t.apply(&msg("devices/b/up", Some("b"), 0), 4)),
+            vec![Ok("devices/b-rx/down".to_string())]
+        );
+        // Loop guard.
+        assert!(topics(t.apply(&msg("devices/b/up", Some("b"), 4), 4))[0].is_err());
+        // No device: the template cannot be filled.
+        assert!(topics(t.apply(&msg("devices/b/up", None, 0), 4))[0].is_err());
+    }
+
+    #[test]
+    fn drop_stops_everything() {
+        let t = RouteTable::build(
+            &[
+                route("d", "devices/x/up", None, RouteAction::Drop),
+                route(
+                    "r",
+                    "devices/+/up",
+                    None,
+                    RouteAction::Republish { topic: "y".into() },
+                ),
+            ],
+            4096,
+        )
+        .unwrap();
+        assert!(matches!(
+            t.apply(&msg("devices/x/up", None, 0), 4),
+            RouteOutcome::Dropped
+        ));
+        assert_eq!(
+            topics(t.apply(&msg("devices/z/up", None, 0), 4)),
+            vec![Ok("y".to_string())]
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Per-core counters: plain `Cell`s, read by the stats line and by the
+//! figures the control plane fetches.
+
+use std::cell::Cell;
+
+use shoal_protocols::figures::CoreFigures;
+
+use crate::pool::SlabPool;
+
+/// A counter owned by one core.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(Cell<u64>);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.0.set(self.0.get() + 1);
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.0.set(self.0.get() + n);
+    }
+
+    pub(crate) fn dec(&self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// The counters of one core; see [`CoreFigures`] for what each means.
+#[derive(Debug, Default)]
+pub(crate) struct CoreStats {
+    pub(crate) connections: Counter,
+    pub(crate) accepted: Counter,
+    pub(crate) refused: Counter,
+    pub(crate) messages_in: Counter,
+    pub(crate) messages_out: Counter,
+    pub(crate) bytes_in: Counter,
+    pub(crate) bytes_out: Counter,
+    pub(crate) frame_errors: Counter,
+    pub(crate) idle_timeouts: Counter,
+    pub(crate) outbound_drops: Counter,
+    pub(crate) slow_closes: Counter,
+    pub(crate) mesh_sent: Counter,
+    pub(crate) mesh_received: Counter,
+    pub(crate) mesh_drops: Counter,
+    pub(crate) route_republished: Counter,
+    pub(crate) route_dropped: Counter,
+    pub(crate) forward_sent: Counter,
+    pub(crate) forward_drops: Counter,
+}
+
+impl CoreStats {
+    pub(crate) fn figures(&self, core: u16, pool: &SlabPool) -> CoreFigures {
+        CoreFigures {
+            core,
+            connections: self.connections.get(),
+            accepted: self.accepted.get(),
+            refused: self.refused.get(),
+            messages_in: self.messages_in.get(),
+            messages_out: self.messages_out.get(),
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            frame_errors: self.frame_errors.get(),
+            idle_timeouts: self.idle_timeouts.get(),
+            outbound_drops: self.outbound_drops.get(),
+            slow_closes: self.slow_closes.get(),
+            mesh_sent: self.mesh_sent.get(),
+            mesh_received: self.mesh_received.get(),
+            mesh_drops: self.mesh_drops.get(),
+            route_republished: self.route_republished.get(),
+            route_dropped: self.route_dropped.get(),
+            forward_sent: self.forward_sent.get(),
+            forward_drops: self.forward_drops.get(),
+            backpressure_pauses: pool.backpressure_pauses(),
+            pools: pool.figures(),
+        }
+    }
+}
+
+/// Lets a warning through at most once per `interval`, counting the rest,
+/// so that a flood of bad input cannot flood the log.
+#[derive(Debug)]
+pub(crate) struct LogLimiter {
+    interval: std::time::Duration,
+    last: Cell<Option<std::time::Instant>>,
+    suppressed: Cell<u64>,
+}
+
+impl LogLimiter {
+    pub(crate) fn new(interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            last: Cell::new(None),
+            suppressed: Cell::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last one)` when a line may be logged now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        match self.last.get() {
+            Some(t) if now.duration_since(t) < self.interval => {
+                self.suppressed.set(self.suppressed.get() + 1);
+                None
+            }
+            _ => {
+                self.last.set(Some(now));
+                Some(self.suppressed.replace(0))
+            }
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! Raw TCP device listeners: bind + framing + identity.
+//!
+//! Each core accepts on its own SO_REUSEPORT socket and runs one task per
+//! connection. An idle connection holds no pool buffer: the task waits for
+//! readability with a one-byte peek and takes a buffer only when bytes are
+//! there. Frames are decoded in place and published as `Rc` slices of the
+//! read buffer. Downlink messages are written directly with a vectored,
+//! non-blocking `sendmsg` when the socket takes them; what it does not take
+//! waits in the connection's bounded outbound queue.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::FutureExt;
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+use shoal_protocols::config::{validate_device_id, IdentityRule};
+use shoal_protocols::framing::{Decoded, Framer, MAX_HEADER_BYTES};
+use tracing::{debug, info, warn};
+
+use crate::bus::{Deliver, Subscriber};
+use crate::core::{CloseReason, ConnId, Connection, Core};
+use crate::listener::ListenerSpec;
+use crate::message::{Message, Origin};
+use crate::outq::{recv_nonblocking, send_vectored, OutQueue, Segment};
+use crate::pool::{Payload, PoolBuf};
+use crate::signal::{Kick, LocalSignal};
+use crate::stats::LogLimiter;
+
+/// Bytes asked of the pool for a fresh read.
+const READ_CHUNK_BYTES: usize = 512;
+
+/// A TCP listener as one core runs it.
+pub(crate) struct TcpListenerRt {
+    pub(crate) name: Rc<str>,
+    spec: Arc<ListenerSpec>,
+    framer: Framer,
+    trailer: Rc<[u8]>,
+    identity: IdentityRule,
+    idle_timeout: Duration,
+    /// Raised when the listener is removed: stop accepting, drain.
+    pub(crate) removed: LocalSignal,
+    refuse_log: LogLimiter,
+    accept_log: LogLimiter,
+}
+
+impl std::fmt::Debug for TcpListenerRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpListenerRt")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the listener's socket on this core (the prepare step of an apply).
+pub(crate) fn bind(spec: &Arc<ListenerSpec>) -> Result<(TcpListener, Rc<TcpListenerRt>), String> {
+    let c = &spec.config;
+    let framing = c.framing.clone().unwrap_or_default();
+    let framer = Framer::new(&framing, c.max_frame_bytes)
+        .map_err(|e| format!("listener {:?}: framing: {e}", c.name))?;
+    let listener = TcpListener::bind(spec.addr)
+        .map_err(|e| format!("listener {:?}: cannot bind tcp {}: {e}", c.name, spec.addr))?;
+    let rt = Rc::new(TcpListenerRt {
+        name: c.name.as_str().into(),
+        spec: Arc::clone(spec),
+        trailer: Rc::from(framer.trailer()),
+        framer,
+        identity: c.identity.clone(),
+        idle_timeout: c.idle_timeout,
+        removed: LocalSignal::default(),
+        refuse_log: LogLimiter::new(Duration::from_secs(5)),
+        accept_log: LogLimiter::new(Duration::from_secs(5)),
+    });
+    Ok((listener, rt))
+}
+
+/// Accepts until the core stops or the listener is removed.
+pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<TcpListenerRt>, listener: TcpListener) {
+    loop {
+        let accept = async { Some(listener.accept().await) };
+        let stop = async {
+            core.stopping.wait().or(rt.removed.wait()).await;
+            None
+        };
+        let Some(result) = accept.or(stop).await else {
+            break;
+        };
+        let stream = match result {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(more) = rt.accept_log.allow() {
+                    warn!(listener = %rt.name, suppressed = more, "accept failed: {e}");
+                }
+                // Out of descriptors or memory: back off instead of spinning.
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let max = rt.spec.config.max_connections;
+        let open = rt.spec.open.fetch_add(1, Ordering::Relaxed) + 1;
+        if open > max {
+            rt.spec.open.fetch_sub(1, Ordering::Relaxed);
+            core.stats.refused.inc();
+            if let Some(more) = rt.refuse_log.allow() {
+                warn!(listener = %rt.name, max_connections = max, suppressed = more, "connection refused: listener is at max_connections");
+            }
+            drop(stream);
+            continue;
+        }
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        glommio::spawn_local(serve(Rc::clone(&core), Rc::clone(&rt), stream, peer)).detach();
+    }
+    debug!(listener = %rt.name, "stopped accepting");
+}
+
+/// The shared half of a connection: what the bus and the core touch.
+struct TcpConn {
+    core: Rc<Core>,
+    rt: Rc<TcpListenerRt>,
+    fd: RawFd,
+    peer: SocketAddr,
+    out: RefCell<OutQueue>,
+    kick: Kick,
+    close: RefCell<Option<CloseReason>>,
+    draining: Cell<bool>,
+    write_closed: Cell<bool>,
+    write_failed: Cell<bool>,
+}
+
+impl Deliver for TcpConn {
+    fn deliver(&self, msg: &Message) {
+        let stats = &self.core.stats;
+        if self.write_closed.get() || self.write_failed.get() || self.close.borrow().is_some() {
+            stats.outbound_drops.inc();
+            return;
+        }
+        let mut header = [0u8; MAX_HEADER_BYTES];
+        let Ok(header_len) = self.rt.framer.encode_header(msg.payload.len(), &mut header) else {
+            stats.outbound_drops.inc();
+            return;
+        };
+        let header = header.get(..header_len).unwrap_or_default();
+        let total = header_len + msg.payload.len() + self.trailer().len();
+        let mut out = self.out.borrow_mut();
+        if out.is_empty() {
+            let parts = [header, msg.payload.as_slice(), self.trailer()];
+            let written = match send_vectored(self.fd, parts, None) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => {
+                    self.write_failed.set(true);
+                    drop(out);
+                    self.kick.kick();
+                    return;
+                }
+            };
+            stats.messages_out.inc();
+            stats.bytes_out.add(written as u64);
+            if written < total {
+                out.push_rest(&self.segments(header, &msg.payload), written);
+                drop(out);
+                self.kick.kick();
+            }
+        } else if out.has_room(total) {
+            stats.messages_out.inc();
+            out.push_rest(&self.segments(header, &msg.payload), 0);
+        } else {
+            stats.outbound_drops.inc();
+        }
+    }
+}
+
+impl TcpConn {
+    fn trailer(&self) -> &[u8] {
+        &self.rt.trailer
+    }
+
+    fn segments(&self, header: &[u8], payload: &Payload) -> [Segment; 3] {
+        [
+            Segment::inline(header),
+            Segment::Payload(payload.clone()),
+            Segment::Shared {
+                bytes: Rc::clone(&self.rt.trailer),
+                start: 0,
+            },
+        ]
+    }
+}
+
+impl Connection for TcpConn {
+    fn close(&self, reason: CloseReason) {
+        self.close.borrow_mut().get_or_insert(reason);
+        self.kick.kick();
+    }
+
+    fn begin_drain(&self) {
+        self.draining.set(true);
+        self.kick.kick();
+    }
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    PeerClosed,
+    Idle,
+    Frame(String),
+    Io(io::Error),
+    WriteStalled,
+    Closed(CloseReason),
+}
+
+/// Runs one connection to its end and cleans up after it.
+async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let limit = core.settings.borrow().outbound_queue_bytes as usize;
+    let conn = Rc::new(TcpConn {
+        core: Rc::clone(&core),
+        rt: Rc::clone(&rt),
+        fd: stream.as_raw_fd(),
+        peer,
+        out: RefCell::new(OutQueue::new(limit)),
+        kick: Kick::default(),
+        close: RefCell::new(None),
+        draining: Cell::new(false),
+        write_closed: Cell::new(false),
+        write_failed: Cell::new(false),
+    });
+    let id = core.add_conn(Rc::clone(&rt.name), Rc::clone(&conn) as Rc<dyn Connection>);
+    let mut session = Session {
+        device: None,
+        subscription: None,
+    };
+    let end = run(&core, &conn, &mut stream, id, &mut session).await;
+    if let Some((filter, sub)) = session.subscription.take() {
+        core.unsubscribe(&filter, &sub);
+    }
+    core.remove_conn(id);
+    rt.spec.open.fetch_sub(1, Ordering::Relaxed);
+    conn.out.borrow_mut().clear();
+    let device = session.device.as_deref().unwrap_or("-");
+    match &end {
+        End::Frame(why) => {
+            core.stats.frame_errors.inc();
+            warn!(listener = %rt.name, %peer, device, "closing connection: bad frame: {why}");
+        }
+        End::Idle => {
+            core.stats.idle_timeouts.inc();
+            info!(listener = %rt.name, %peer, device, "closing idle connection");
+        }
+        End::WriteStalled => {
+            core.stats.slow_closes.inc();
+            warn!(listener = %rt.name, %peer, device, "closing connection: it stopped reading and its writes stalled");
+        }
+        End::Io(e) => debug!(listener = %rt.name, %peer, device, "connection error: {e}"),
+        End::Closed(reason) => info!(listener = %rt.name, %peer, device, ?reason, "connection closed"),
+        End::PeerClosed => debug!(listener = %rt.name, %peer, device, "peer closed"),
+    }
+}
+
+struct Session {
+    device: Option<Rc<str>>,
+    subscription: Option<(String, Subscriber)>,
+}
+
+enum Wake {
+    Readable(io::Result<usize>),
+    Kicked,
+    Timer,
+}
+
+async fn run(
+    core: &Rc<Core>,
+    conn: &Rc<TcpConn>,
+    stream: &mut TcpStream,
+    id: ConnId,
+    session: &mut Session,
+) -> End {
+    let rt = &conn.rt;
+    if rt.identity == IdentityRule::PeerAddress {
+        login(core, conn, id, session, conn.peer.to_string().into());
+    }
+    let mut rx: Option<PoolBuf> = None;
+    let mut idle_deadline = Instant::now() + rt.idle_timeout;
+    loop {
+        if let Some(reason) = conn.close.borrow_mut().take() {
+            return End::Closed(reason);
+        }
+        if conn.write_failed.get() {
+            return End::Io(io::Error::new(io::ErrorKind::BrokenPipe, "write failed"));
+        }
+        if !conn.out.borrow().is_empty() {
+            if let Err(end) = flush(core, conn, stream).await {
+                return end;
+            }
+        }
+        if conn.draining.get() && !conn.write_closed.get() {
+            conn.write_closed.set(true);
+            // SAFETY: shutdown(2) on our own open descriptor; no memory is
+            // involved.
+            unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+        }
+        let wake = {
+            let mut one = [0u8; 1];
+            let readable = async { Wake::Readable(stream.peek(&mut one).await.map_err(|e| io::Error::other(e.to_string()))) };
+            let kicked = async {
+                conn.kick.kicked().await;
+                Wake::Kicked
+            };
+            let timer = async {
+                glommio::timer::sleep(idle_deadline.saturating_duration_since(Instant::now())).await;
+                Wake::Timer
+            };
+            readable.or(kicked).or(timer).await
+        };
+        match wake {
+            Wake::Kicked => {}
+            Wake::Timer => {
+                if Instant::now() >= idle_deadline {
+                    return End::Idle;
+                }
+            }
+            Wake::Readable(Err(e)) => return End::Io(e),
+            Wake::Readable(Ok(0)) => return End::PeerClosed,
+            Wake::Readable(Ok(_)) => {
+                idle_deadline = Instant::now() + rt.idle_timeout;
+                match read_available(core, conn, id, session, &mut rx).await {
+                    Ok(true) => {}
+                    Ok(false) => return End::PeerClosed,
+                    Err(end) => return end,
+                }
+            }
+        }
+    }
+}
+
+/// Writes the outbound queue; waits (bounded by the stall timeout) while
+/// the peer does not read.
+async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<(), End> {
+    let stall = core.settings.borrow().write_stall_timeout;
+    loop {
+        let (empty, written) = conn
+            .out
+            .borrow_mut()
+            .write_to(conn.fd)
+            .map_err(End::Io)?;
+        core.stats.bytes_out.add(written as u64);
+        if empty {
+            return Ok(());
+        }
+        let front = conn.out.borrow().front().to_vec();
+        let write = async { Some(stream.write(&front).await) };
+        let timeout = async {
+            glommio::timer::sleep(stall).await;
+            None
+        };
+        match write.or(timeout).await {
+            Some(Ok(n)) => {
+                core.stats.bytes_out.add(n as u64);
+                conn.out.borrow_mut().consume(n);
+            }
+            Some(Err(e)) => return Err(End::Io(e)),
+            None => return Err(End::WriteStalled),
+        }
+    }
+}
+
+/// Reads what the socket has, publishing every complete frame. `Ok(false)`
+/// at end of stream.
+async fn read_available(
+    core: &Rc<Core>,
+    conn: &Rc<TcpConn>,
+    id: ConnId,
+    session: &mut Session,
+    rx: &mut Option<PoolBuf>,
+) -> Result<bool, End> {
+    loop {
+        let mut buf = match rx.take() {
+            Some(b) => b,
+            None => core.pool.acquire(READ_CHUNK_BYTES).await,
+        };
+        if buf.spare_mut().is_empty() {
+            // A frame longer than this buffer: move it to a larger class.
+            let hint = conn.rt.framer.frame_len_hint(buf.filled());
+            let needed = hint.unwrap_or(buf.capacity() * 2).max(buf.len() + 1);
+            if needed > core.pool.largest_buffer_bytes() {
+                return Err(End::Frame(format!(
+                    "a frame needs more than {} bytes",
+                    core.pool.largest_buffer_bytes()
+                )));
+            }
+            let mut bigger = core.pool.acquire(needed).await;
+            bigger.extend_from_slice(buf.filled());
+            buf = bigger;
+        }
+        let n = match recv_nonblocking(conn.fd, buf.spare_mut()) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                if buf.len() > 0 {
+                    *rx = Some(buf);
+                }
+                return Ok(true);
+            }
+            Err(e) => return Err(End::Io(e)),
+        };
+        if n == 0 {
+            return Ok(false);
+        }
+        buf.advance(n);
+        core.stats.bytes_in.add(n as u64);
+        let filled_up = buf.spare_mut().is_empty();
+        *rx = frames(core, conn, id, session, buf).await?;
+        if !filled_up {
+            return Ok(true);
+        }
+    }
+}
+
+/// Decodes and handles every complete frame in `buf`; returns the partial
+/// frame at its end, if any, in a buffer of its own.
+async fn frames(
+    core: &Rc<Core>,
+    conn: &Rc<TcpConn>,
+    id: ConnId,
+    session: &mut Session,
+    buf: PoolBuf,
+) -> Result<Option<PoolBuf>, End> {
+    let framer = &conn.rt.framer;
+    let filled = buf.len();
+    let shared = Rc::new(buf);
+    let mut pos = 0;
+    while pos < filled {
+        let rest = shared.filled().get(pos..).unwrap_or_default();
+        match framer.decode(rest) {
+            Ok(Decoded::Frame { frame, consumed }) => {
+                let range = pos + frame.payload.start..pos + frame.payload.end;
+                pos += consumed;
+                handle_frame(core, conn, id, session, Payload::new(Rc::clone(&shared), range))?;
+            }
+            Ok(Decoded::Incomplete) => break,
+            Err(e) => return Err(End::Frame(e.to_string())),
+        }
+    }
+    if pos == filled {
+        return Ok(None);
+    }
+    match Rc::try_unwrap(shared) {
+        Ok(mut own) => {
+            own.discard_front(pos);
+            Ok(Some(own))
+        }
+        Err(shared) => {
+            // Other holders still read the frames before it: copy the tail.
+            let tail = shared.filled().get(pos..).unwrap_or_default();
+            let want = framer
+                .frame_len_hint(tail)
+                .unwrap_or(READ_CHUNK_BYTES)
+                .max(tail.len() + 1)
+                .min(core.pool.largest_buffer_bytes());
+            let mut fresh = core.pool.acquire(want).await;
+            if !fresh.extend_from_slice(tail) {
+                return Err(End::Frame("partial frame larger than any buffer".into()));
+            }
+            Ok(Some(fresh))
+        }
+    }
+}
+
+fn handle_frame(
+    core: &Rc<Core>,
+    conn: &Rc<TcpConn>,
+    id: ConnId,
+    session: &mut Session,
+    payload: Payload,
+) -> Result<(), End> {
+    let Some(device) = session.device.clone() else {
+        let id_text = std::str::from_utf8(payload.as_slice())
+            .map_err(|_| End::Frame("login frame is not UTF-8".into()))?;
+        validate_device_id(id_text).map_err(|e| End::Frame(format!("login frame: {e}")))?;
+        login(core, conn, id, session, id_text.into());
+        return Ok(());
+    };
+    let topic: Rc<str> = format!("devices/{device}/up").into();
+    core.publish(Message {
+        topic,
+        payload,
+        qos: 0,
+        retain: false,
+        origin: Origin {
+            listener: Some(Rc::clone(&conn.rt.name)),
+            device: Some(device),
+        },
+        hops: 0,
+    });
+    Ok(())
+}
+
+fn login(core: &Rc<Core>, conn: &Rc<TcpConn>, id: ConnId, session: &mut Session, device: Rc<str>) {
+    let filter = format!("devices/{device}/down");
+    let sub: Subscriber = Rc::clone(conn) as Subscriber;
+    core.subscribe(&filter, Rc::clone(&sub));
+    session.subscription = Some((filter, sub));
+    session.device = Some(Rc::clone(&device));
+    core.device_online(id, Rc::clone(&device));
+    info!(listener = %conn.rt.name, peer = %conn.peer, device = %device, "device online");
+}

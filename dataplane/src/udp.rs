@@ -1,0 +1,309 @@
+//! Raw UDP device listeners.
+//!
+//! A datagram is one message, or holds frames when the listener has
+//! framing. The device is the peer address, or an id prefix of the payload.
+//! A session per device remembers its last address, so downlink goes there;
+//! sessions expire after the idle timeout.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::FutureExt;
+use glommio::net::UdpSocket;
+use shoal_protocols::config::{validate_device_id, IdentityRule};
+use shoal_protocols::framing::{Decoded, Framer, MAX_HEADER_BYTES};
+use tracing::{debug, info, warn};
+
+use crate::bus::{Deliver, Subscriber};
+use crate::core::Core;
+use crate::listener::ListenerSpec;
+use crate::message::{Message, Origin};
+use crate::outq::send_vectored;
+use crate::pool::Payload;
+use crate::signal::LocalSignal;
+use crate::stats::LogLimiter;
+
+/// A UDP listener as one core runs it.
+pub(crate) struct UdpListenerRt {
+    pub(crate) name: Rc<str>,
+    spec: Arc<ListenerSpec>,
+    framer: Option<Framer>,
+    identity: IdentityRule,
+    idle_timeout: Duration,
+    /// The socket downlink datagrams leave from (owned by the listener
+    /// task, which outlives every session).
+    fd: RawFd,
+    sessions: RefCell<HashMap<Rc<str>, Rc<UdpSession>>>,
+    /// Raised when the listener is removed.
+    pub(crate) removed: LocalSignal,
+    bad_log: LogLimiter,
+    refuse_log: LogLimiter,
+}
+
+impl std::fmt::Debug for UdpListenerRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpListenerRt")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the listener's socket on this core.
+pub(crate) fn bind(spec: &Arc<ListenerSpec>) -> Result<(UdpSocket, Rc<UdpListenerRt>), String> {
+    let c = &spec.config;
+    let framer = c
+        .framing
+        .as_ref()
+        .map(|f| Framer::new(f, c.max_frame_bytes))
+        .transpose()
+        .map_err(|e| format!("listener {:?}: framing: {e}", c.name))?;
+    let mut socket = UdpSocket::bind(spec.addr)
+        .map_err(|e| format!("listener {:?}: cannot bind udp {}: {e}", c.name, spec.addr))?;
+    // One byte more than the limit, to tell an oversized datagram.
+    socket.set_buffer_size(c.max_frame_bytes as usize + 1);
+    let rt = Rc::new(UdpListenerRt {
+        name: c.name.as_str().into(),
+        spec: Arc::clone(spec),
+        framer,
+        identity: c.identity.clone(),
+        idle_timeout: c.idle_timeout,
+        fd: socket.as_raw_fd(),
+        sessions: RefCell::new(HashMap::new()),
+        removed: LocalSignal::default(),
+        bad_log: LogLimiter::new(Duration::from_secs(5)),
+        refuse_log: LogLimiter::new(Duration::from_secs(5)),
+    });
+    Ok((socket, rt))
+}
+
+/// One device seen on a UDP listener.
+struct UdpSession {
+    core: Rc<Core>,
+    fd: RawFd,
+    framer: Option<Framer>,
+    addr: Cell<SocketAddr>,
+    last_seen: Cell<Instant>,
+    up_topic: Rc<str>,
+    device: Rc<str>,
+    subscription: RefCell<Option<(String, Subscriber)>>,
+}
+
+impl Deliver for UdpSession {
+    fn deliver(&self, msg: &Message) {
+        let stats = &self.core.stats;
+        let mut header = [0u8; MAX_HEADER_BYTES];
+        let (header_len, trailer): (usize, &[u8]) = match &self.framer {
+            Some(f) => match f.encode_header(msg.payload.len(), &mut header) {
+                Ok(n) => (n, f.trailer()),
+                Err(_) => {
+                    stats.outbound_drops.inc();
+                    return;
+                }
+            },
+            None => (0, &[]),
+        };
+        let parts = [
+            header.get(..header_len).unwrap_or_default(),
+            msg.payload.as_slice(),
+            trailer,
+        ];
+        match send_vectored(self.fd, parts, Some(&self.addr.get())) {
+            Ok(n) => {
+                stats.messages_out.inc();
+                stats.bytes_out.add(n as u64);
+            }
+            Err(_) => stats.outbound_drops.inc(),
+        }
+    }
+}
+
+/// Receives datagrams until the core stops or the listener is removed.
+pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: UdpSocket) {
+    glommio::spawn_local(expire_sessions(Rc::clone(&core), Rc::clone(&rt))).detach();
+    let max = rt.spec.config.max_frame_bytes as usize;
+    loop {
+        let mut buf = core.pool.acquire(max + 1).await;
+        let received = {
+            let recv = async { Some(socket.recv_from(buf.spare_mut()).await) };
+            let stop = async {
+                core.stopping.wait().or(rt.removed.wait()).await;
+                None
+            };
+            recv.or(stop).await
+        };
+        let Some(received) = received else {
+            break;
+        };
+        let (n, peer) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                debug!(listener = %rt.name, "udp receive error: {e}");
+                continue;
+            }
+        };
+        core.stats.bytes_in.add(n as u64);
+        if n > max {
+            core.stats.frame_errors.inc();
+            if let Some(more) = rt.bad_log.allow() {
+                warn!(listener = %rt.name, %peer, max_frame_bytes = max, suppressed = more, "datagram dropped: larger than max_frame_bytes");
+            }
+            continue;
+        }
+        buf.advance(n);
+        let shared = Rc::new(buf);
+        if let Err(why) = datagram(&core, &rt, peer, &shared) {
+            core.stats.frame_errors.inc();
+            if let Some(more) = rt.bad_log.allow() {
+                warn!(listener = %rt.name, %peer, suppressed = more, "datagram dropped: {why}");
+            }
+        }
+    }
+    let sessions: Vec<Rc<UdpSession>> = rt.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
+    for s in sessions {
+        end_session(&core, &rt, &s);
+    }
+    debug!(listener = %rt.name, "stopped receiving");
+}
+
+fn datagram(
+    core: &Rc<Core>,
+    rt: &Rc<UdpListenerRt>,
+    peer: SocketAddr,
+    buf: &Rc<crate::pool::PoolBuf>,
+) -> Result<(), String> {
+    let bytes = buf.filled();
+    let (device, body_start): (String, usize) = match &rt.identity {
+        IdentityRule::PayloadPrefix { bytes: prefix } => {
+            let prefix = *prefix as usize;
+            let raw = bytes
+                .get(..prefix)
+                .ok_or_else(|| format!("shorter than the {prefix}-byte device id prefix"))?;
+            let text = std::str::from_utf8(raw).map_err(|_| "device id prefix is not UTF-8".to_owned())?;
+            (text.trim_end_matches(['\0', ' ']).to_owned(), prefix)
+        }
+        _ => (peer.to_string(), 0),
+    };
+    validate_device_id(&device)?;
+    let session = session_for(core, rt, &device, peer)?;
+    let origin = Origin {
+        listener: Some(Rc::clone(&rt.name)),
+        device: Some(Rc::clone(&session.device)),
+    };
+    let publish = |range: std::ops::Range<usize>| {
+        core.publish(Message {
+            topic: Rc::clone(&session.up_topic),
+            payload: Payload::new(Rc::clone(buf), range),
+            qos: 0,
+            retain: false,
+            origin: origin.clone(),
+            hops: 0,
+        });
+    };
+    let Some(framer) = &rt.framer else {
+        publish(body_start..bytes.len());
+        return Ok(());
+    };
+    let mut pos = body_start;
+    while pos < bytes.len() {
+        match framer.decode(bytes.get(pos..).unwrap_or_default()) {
+            Ok(Decoded::Frame { frame, consumed }) => {
+                publish(pos + frame.payload.start..pos + frame.payload.end);
+                pos += consumed;
+            }
+            Ok(Decoded::Incomplete) => {
+                return Err(format!("{} trailing bytes do not make a frame", bytes.len() - pos))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+fn session_for(
+    core: &Rc<Core>,
+    rt: &Rc<UdpListenerRt>,
+    device: &str,
+    peer: SocketAddr,
+) -> Result<Rc<UdpSession>, String> {
+    let now = Instant::now();
+    if let Some(s) = rt.sessions.borrow().get(device) {
+        s.addr.set(peer);
+        s.last_seen.set(now);
+        return Ok(Rc::clone(s));
+    }
+    let max = rt.spec.config.max_connections;
+    if rt.spec.open.fetch_add(1, Ordering::Relaxed) + 1 > max {
+        rt.spec.open.fetch_sub(1, Ordering::Relaxed);
+        core.stats.refused.inc();
+        if let Some(more) = rt.refuse_log.allow() {
+            warn!(listener = %rt.name, max_connections = max, suppressed = more, "new udp device refused: listener is at max_connections");
+        }
+        return Err("listener is at max_connections".into());
+    }
+    let device: Rc<str> = device.into();
+    let session = Rc::new(UdpSession {
+        core: Rc::clone(core),
+        fd: rt.fd,
+        framer: rt.framer.clone(),
+        addr: Cell::new(peer),
+        last_seen: Cell::new(now),
+        up_topic: format!("devices/{device}/up").into(),
+        device: Rc::clone(&device),
+        subscription: RefCell::new(None),
+    });
+    let filter = format!("devices/{device}/down");
+    let sub: Subscriber = Rc::clone(&session) as Subscriber;
+    core.subscribe(&filter, Rc::clone(&sub));
+    *session.subscription.borrow_mut() = Some((filter, sub));
+    core.stats.accepted.inc();
+    core.stats.connections.inc();
+    rt.sessions.borrow_mut().insert(device, Rc::clone(&session));
+    info!(listener = %rt.name, %peer, device = %session.device, "udp device online");
+    Ok(session)
+}
+
+fn end_session(core: &Core, rt: &UdpListenerRt, s: &UdpSession) {
+    if let Some((filter, sub)) = s.subscription.borrow_mut().take() {
+        core.unsubscribe(&filter, &sub);
+    }
+    rt.spec.open.fetch_sub(1, Ordering::Relaxed);
+    core.stats.connections.dec();
+}
+
+async fn expire_sessions(core: Rc<Core>, rt: Rc<UdpListenerRt>) {
+    let period = (rt.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        let tick = async {
+            glommio::timer::sleep(period).await;
+            true
+        };
+        let stop = async {
+            core.stopping.wait().or(rt.removed.wait()).await;
+            false
+        };
+        if !tick.or(stop).await {
+            return;
+        }
+        let now = Instant::now();
+        let expired: Vec<Rc<UdpSession>> = {
+            let mut sessions = rt.sessions.borrow_mut();
+            let gone: Vec<Rc<str>> = sessions
+                .iter()
+                .filter(|(_, s)| now.duration_since(s.last_seen.get()) >= rt.idle_timeout)
+                .map(|(k, _)| Rc::clone(k))
+                .collect();
+            gone.iter().filter_map(|k| sessions.remove(k)).collect()
+        };
+        for s in expired {
+            core.stats.idle_timeouts.inc();
+            info!(listener = %rt.name, device = %s.device, "udp device idle; session ended");
+            end_session(&core, &rt, &s);
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! The desired state of a data plane: listeners, routes, pools and runtime
+//! settings.
+//!
+//! These are the types a `--config` TOML file holds and the ones the control
+//! plane pushes; the data plane converts them into its runtime types once, at
+//! apply time. [`DataPlaneConfig::validate`] is pure: it checks the whole
+//! config and names what is wrong and where (`listener[1] "udp-meters":
+//! ...`), so a bad config is refused before anything is applied.
+
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::framing::{Framer, FramingConfig};
+use crate::topic::{validate_topic_filter, validate_topic_name};
+
+/// The most bytes a device id may have.
+pub const MAX_DEVICE_ID_BYTES: usize = 128;
+
+/// Everything one data plane runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DataPlaneConfig {
+    /// Process-wide runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+    /// Per-core buffer pools.
+    #[serde(default)]
+    pub pools: PoolSettings,
+    /// Device listeners, bound on every core.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Routes evaluated, in order, for every message published on a core.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Runtime settings that apply to every core.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// How long open connections get to finish when the data plane stops.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Messages queued per direction between two cores; beyond it a
+    /// cross-core message is dropped and counted.
+    pub mesh_channel_capacity: u32,
+    /// Bytes queued for one connection before further messages to it are
+    /// dropped and counted.
+    pub outbound_queue_bytes: u32,
+    /// How long a write to a connection may stay blocked before the
+    /// connection is closed as too slow.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
+    /// How many times a message may be republished by routes before it is
+    /// dropped (guards against route loops).
+    pub max_route_hops: u8,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+            mesh_channel_capacity: 4096,
+            outbound_queue_bytes: 256 * 1024,
+            write_stall_timeout: Duration::from_secs(30),
+            max_route_hops: 4,
+        }
+    }
+}
+
+/// The buffer pools every core owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Size classes, smallest first.
+    pub classes: Vec<PoolClassConfig>,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            classes: vec![
+                PoolClassConfig {
+                    buffer_bytes: 512,
+                    capacity: 16384,
+                },
+                PoolClassConfig {
+                    buffer_bytes: 4096,
+                    capacity: 4096,
+                },
+                PoolClassConfig {
+                    buffer_bytes: 65536,
+                    capacity: 256,
+                },
+            ],
+        }
+    }
+}
+
+/// One size class of a per-core pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolClassConfig {
+    /// Bytes in every buffer of the class.
+    pub buffer_bytes: u32,
+    /// Buffers of this class a core may hold at once.
+    pub capacity: u32,
+}
+
+/// The transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ListenerProtocol {
+    /// Raw TCP with configurable framing.
+    Tcp,
+    /// Raw UDP: a datagram is one message, or holds frames.
+    Udp,
+}
+
+impl fmt::Display for ListenerProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// How a listener learns which device a connection or datagram is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum IdentityRule {
+    /// The first frame of a TCP connection carries the device id (UTF-8).
+    LoginFrame,
+    /// The peer's `ip:port` is the device id.
+    PeerAddress,
+    /// Each UDP datagram starts with `bytes` bytes of device id (UTF-8,
+    /// trailing NUL and space bytes trimmed); the rest is the payload.
+    PayloadPrefix {
+        /// Length of the id prefix.
+        bytes: u32,
+    },
+}
+
+/// A device listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Unique name, used in routes, logs and figures.
+    pub name: String,
+    /// Transport.
+    pub protocol: ListenerProtocol,
+    /// Address to bind on every core (SO_REUSEPORT).
+    pub bind: String,
+    /// TCP: open connections; UDP: known device sessions. Beyond it new
+    /// ones are refused and counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Largest frame (TCP) or datagram (UDP) accepted.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u32,
+    /// A connection (or UDP session) silent this long is closed.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Framing; required for TCP. For UDP, absent means one datagram is one
+    /// message.
+    #[serde(default)]
+    pub framing: Option<FramingConfig>,
+    /// Identity rule.
+    pub identity: IdentityRule,
+}
+
+fn default_max_connections() -> u32 {
+    100_000
+}
+
+fn default_max_frame_bytes() -> u32 {
+    4096
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// What a route matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name.
+    pub name: String,
+    /// MQTT topic filter the message topic must match.
+    pub filter: String,
+    /// Only messages that arrived on this listener.
+    #[serde(default)]
+    pub listener: Option<String>,
+    /// Only messages from this device.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// What to do with a matching message.
+    pub action: RouteAction,
+}
+
+/// What a route does with a message it matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum RouteAction {
+    /// Publish a copy on the topic the template gives. Placeholders:
+    /// `{device}`, `{listener}`, `{topic}`, and `{1}`..`{9}` for the topic's
+    /// levels (1-based).
+    Republish {
+        /// Topic template.
+        topic: String,
+    },
+    /// Send the payload, framed, over a TCP connection to `address`.
+    ForwardTcp {
+        /// Upstream `ip:port`.
+        address: String,
+        /// Framing of the upstream stream.
+        #[serde(default)]
+        framing: FramingConfig,
+        /// Bytes queued per core for the upstream before messages are
+        /// dropped and counted.
+        #[serde(default = "default_forward_queue_bytes")]
+        queue_bytes: u32,
+    },
+    /// Send the payload as one datagram to `address`.
+    ForwardUdp {
+        /// Upstream `ip:port`.
+        address: String,
+    },
+    /// Stop: the message reaches no subscriber and no later route.
+    Drop,
+}
+
+fn default_forward_queue_bytes() -> u32 {
+    1024 * 1024
+}
+
+/// A placeholder of a topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Literal text.
+    Literal(String),
+    /// The origin device id.
+    Device,
+    /// The origin listener name.
+    Listener,
+    /// The whole topic.
+    Topic,
+    /// One topic level, 1-based.
+    Level(u8),
+}
+
+/// Splits a topic template into parts, refusing unknown placeholders.
+pub fn parse_topic_template(template: &str) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let (literal, tail) = rest.split_at(open);
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(literal.to_owned()));
+        }
+        let Some(close) = tail.find('}') else {
+            return Err(format!("unclosed '{{' in topic template {template:?}"));
+        };
+        let name = tail.get(1..close).unwrap_or_default();
+        let part = match name {
+            "device" => TemplatePart::Device,
+            "listener" => TemplatePart::Listener,
+            "topic" => TemplatePart::Topic,
+            _ => match name.parse::<u8>() {
+                Ok(n) if (1..=9).contains(&n) => TemplatePart::Level(n),
+                _ => {
+                    return Err(format!(
+                        "unknown placeholder {{{name}}} in topic template {template:?} \
+                         (known: {{device}}, {{listener}}, {{topic}}, {{1}}..{{9}})"
+                    ))
+                }
+            },
+        };
+        parts.push(part);
+        rest = tail.get(close + 1..).unwrap_or_default();
+    }
+    if rest.contains('}') {
+        return Err(format!("stray '}}' in topic template {template:?}"));
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Literal(rest.to_owned()));
+    }
+    if parts.is_empty() {
+        return Err("empty topic template".to_owned());
+    }
+    Ok(parts)
+}
+
+/// Checks a device id: 1..=128 bytes, no `/`, `+`, `#`, control characters
+/// or NUL.
+pub fn validate_device_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("device id is empty".to_owned());
+    }
+    if id.len() > MAX_DEVICE_ID_BYTES {
+        return Err(format!(
+            "device id is {} bytes, more than {MAX_DEVICE_ID_BYTES}",
+            id.len()
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err(format!("device id {id:?} contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// A config that was refused, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {reason}")]
+pub struct ConfigError {
+    /// Where, e.g. `listener[0] "tcp-default"`.
+    pub location: String,
+    /// What is wrong and what would be accepted.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            location: location.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses an `ip:port` socket address.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("{text:?} is not an ip:port address (e.g. 127.0.0.1:7000)"))
+}
+
+impl DataPlaneConfig {
+    /// Parses a TOML document; the error names the line and column.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml_like_parse(text)
+    }
+
+    /// Checks the whole config; the first problem found is returned with its
+    /// location.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_runtime()?;
+        self.validate_pools()?;
+        let largest_class = self
+            .pools
+            .classes
+            .iter()
+            .map(|c| c.buffer_bytes)
+            .max()
+            .unwrap_or(0);
+        let mut seen_names: Vec<&str> = Vec::new();
+        let mut seen_binds: Vec<(ListenerProtocol, SocketAddr, &str)> = Vec::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            let at = format!("listener[{i}] {:?}", l.name);
+            if l.name.is_empty() {
+                return Err(ConfigError::new(at, "name is empty"));
+            }
+            if seen_names.contains(&l.name.as_str()) {
+                return Err(ConfigError::new(at, "another listener has this name"));
+            }
+            seen_names.push(&l.name);
+            let addr = parse_socket_addr(&l.bind).map_err(|e| ConfigError::new(&at, e))?;
+            if let Some((_, _, other)) = seen_binds
+                .iter()
+                .find(|(p, a, _)| *p == l.protocol && *a == addr)
+            {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "{} {} is already bound by listener {other:?}",
+                        l.protocol, l.bind
+                    ),
+                ));
+            }
+            seen_binds.push((l.protocol, addr, &l.name));
+            if l.max_connections == 0 {
+                return Err(ConfigError::new(at, "max_connections must be at least 1"));
+            }
+            if l.max_frame_bytes == 0 || l.max_frame_bytes >= largest_class {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "max_frame_bytes must be between 1 and {} (one less than the largest \
+                         pool class, {largest_class} bytes), got {}",
+                        largest_class.saturating_sub(1),
+                        l.max_frame_bytes
+                    ),
+                ));
+            }
+            if l.idle_timeout.is_zero() {
+                return Err(ConfigError::new(at, "idle_timeout must be more than 0s"));
+            }
+            match (&l.framing, l.protocol) {
+                (None, ListenerProtocol::Tcp) => {
+                    return Err(ConfigError::new(
+                        at,
+                        "a tcp listener needs `framing` (e.g. framing = { kind = \"length_field\", width = 2 })",
+                    ))
+                }
+                (Some(f), _) => {
+                    Framer::new(f, l.max_frame_bytes)
+                        .map_err(|e| ConfigError::new(format!("{at}: framing"), e.to_string()))?;
+                }
+                (None, _) => {}
+            }
+            match (&l.identity, l.protocol) {
+                (IdentityRule::PayloadPrefix { .. }, ListenerProtocol::Tcp) => {
+                    return Err(ConfigError::new(
+                        at,
+                        "identity payload_prefix is for udp listeners; tcp uses login_frame or peer_address",
+                    ))
+                }
+                (IdentityRule::LoginFrame, ListenerProtocol::Udp) => {
+                    return Err(ConfigError::new(
+                        at,
+                        "identity login_frame is for tcp listeners; udp uses peer_address or payload_prefix",
+                    ))
+                }
+                (IdentityRule::PayloadPrefix { bytes }, _)
+                    if *bytes == 0 || *bytes as usize > MAX_DEVICE_ID_BYTES =>
+                {
+                    return Err(ConfigError::new(
+                        at,
+                        format!(
+                            "identity payload_prefix bytes must be 1..={MAX_DEVICE_ID_BYTES}, got {bytes}"
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let mut route_names: Vec<&str> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = format!("route[{i}] {:?}", r.name);
+            if r.name.is_empty() {
+                return Err(ConfigError::new(at, "name is empty"));
+            }
+            if route_names.contains(&r.name.as_str()) {
+                return Err(ConfigError::new(at, "another route has this name"));
+            }
+            route_names.push(&r.name);
+            validate_topic_filter(&r.filter).map_err(|e| {
+                ConfigError::new(&at, format!("filter {:?} is not a topic filter: {e}", r.filter))
+            })?;
+            if let Some(l) = &r.listener {
+                if !self.listeners.iter().any(|x| &x.name == l) {
+                    return Err(ConfigError::new(
+                        at,
+                        format!("listener {l:?} does not exist"),
+                    ));
+                }
+            }
+            if let Some(d) = &r.device {
+                validate_device_id(d).map_err(|e| ConfigError::new(&at, e))?;
+            }
+            match &r.action {
+                RouteAction::Republish { topic } => {
+                    let parts = parse_topic_template(topic)
+                        .map_err(|e| ConfigError::new(format!("{at}: action"), e))?;
+                    let literal_only: Option<String> = parts
+                        .iter()
+                        .map(|p| match p {
+                            TemplatePart::Literal(s) => Some(s.as_str()),
+                            _ => None,
+                        })
+                        .collect();
+                    if let Some(fixed) = literal_only {
+                        validate_topic_name(&fixed).map_err(|e| {
+                            ConfigError::new(
+                                format!("{at}: action"),
+                                format!("topic {fixed:?} is not a topic name: {e}"),
+                            )
+                        })?;
+                    } else if parts.iter().any(|p| {
+                        matches!(p, TemplatePart::Literal(s) if s.contains('+') || s.contains('#'))
+                    }) {
+                        return Err(ConfigError::new(
+                            format!("{at}: action"),
+                            format!("topic template {topic:?} contains a wildcard"),
+                        ));
+                    }
+                }
+                RouteAction::ForwardTcp {
+                    address,
+                    framing,
+                    queue_bytes,
+                } => {
+                    parse_socket_addr(address)
+                        .map_err(|e| ConfigError::new(format!("{at}: action"), e))?;
+                    Framer::new(framing, largest_class.saturating_sub(1)).map_err(|e| {
+                        ConfigError::new(format!("{at}: action.framing"), e.to_string())
+                    })?;
+                    if *queue_bytes < 1024 {
+                        return Err(ConfigError::new(
+                            format!("{at}: action"),
+                            "queue_bytes must be at least 1024",
+                        ));
+                    }
+                }
+                RouteAction::ForwardUdp { address } => {
+                    parse_socket_addr(address)
+                        .map_err(|e| ConfigError::new(format!("{at}: action"), e))?;
+                }
+                RouteAction::Drop => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_runtime(&self) -> Result<(), ConfigError> {
+        let r = &self.runtime;
+        if r.mesh_channel_capacity == 0 {
+            return Err(ConfigError::new(
+                "runtime",
+                "mesh_channel_capacity must be at least 1",
+            ));
+        }
+        if r.outbound_queue_bytes < 1024 {
+            return Err(ConfigError::new(
+                "runtime",
+                "outbound_queue_bytes must be at least 1024",
+            ));
+        }
+        if r.write_stall_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "runtime",
+                "write_stall_timeout must be more than 0s",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        let classes = &self.pools.classes;
+        if classes.is_empty() || classes.len() > 8 {
+            return Err(ConfigError::new(
+                "pools.classes",
+                format!("between 1 and 8 size classes are needed, got {}", classes.len()),
+            ));
+        }
+        let mut previous = 0u32;
+        for (i, c) in classes.iter().enumerate() {
+            let at = format!("pools.classes[{i}]");
+            if c.buffer_bytes < 64 || c.buffer_bytes > 16 * 1024 * 1024 {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "buffer_bytes must be between 64 and 16777216, got {}",
+                        c.buffer_bytes
+                    ),
+                ));
+            }
+            if c.buffer_bytes <= previous {
+                return Err(ConfigError::new(
+                    at,
+                    "classes must be listed smallest first, each larger than the one before",
+                ));
+            }
+            if c.capacity == 0 {
+                return Err(ConfigError::new(at, "capacity must be at least 1"));
+            }
+            previous = c.buffer_bytes;
+        }
+        Ok(())
+    }
+}
+
+fn toml_like_parse(text: &str) -> Result<DataPlaneConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let location = match e.span() {
+            Some(span) => {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}")
+            }
+            None => "config".to_owned(),
+        };
+        ConfigError::new(location, e.message().trim().to_owned())
+    })
+}
+
+/// The configuration the data plane runs when it is given none: loopback
+/// only.
+pub const EMBEDDED_DEFAULT_TOML: &str = include_str!("default-config.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_config() -> DataPlaneConfig {
+        DataPlaneConfig::from_toml(EMBEDDED_DEFAULT_TOML).unwrap()
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_loopback_only() {
+        let c = default_config();
+        c.validate().unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        for l in &c.listeners {
+            assert!(parse_socket_addr(&l.bind).unwrap().ip().is_loopback());
+        }
+        let tcp = &c.listeners[0];
+        assert_eq!(tcp.bind, "127.0.0.1:7000");
+        assert_eq!(tcp.identity, IdentityRule::LoginFrame);
+        assert_eq!(tcp.framing, Some(FramingConfig::default()));
+        let udp = &c.listeners[1];
+        assert_eq!(udp.bind, "127.0.0.1:7001");
+        assert_eq!(udp.identity, IdentityRule::PeerAddress);
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let mut c = default_config();
+        c.listeners[1].bind = "127.0.0.1:99999".into();
+        let e = c.validate().unwrap_err();
+        assert!(e.location.starts_with("listener[1] \"udp-default\""), "{e}");
+        assert!(e.reason.contains("127.0.0.1:99999"), "{e}");
+
+        let mut c = default_config();
+        c.listeners[1].protocol = ListenerProtocol::Tcp;
+        c.listeners[1].bind = c.listeners[0].bind.clone();
+        c.listeners[1].framing = Some(FramingConfig::default());
+        c.listeners[1].identity = IdentityRule::LoginFrame;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("already bound by listener \"tcp-default\""), "{e}");
+
+        let mut c = default_config();
+        c.routes.push(RouteConfig {
+            name: "r".into(),
+            filter: "devices/#/up".into(),
+            listener: None,
+            device: None,
+            action: RouteAction::Drop,
+        });
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("route[0] \"r\""), "{e}");
+
+        let mut c = default_config();
+        c.routes.push(RouteConfig {
+            name: "r".into(),
+            filter: "devices/+/up".into(),
+            listener: Some("nope".into()),
+            device: None,
+            action: RouteAction::Drop,
+        });
+        assert!(c.validate().unwrap_err().to_string().contains("\"nope\" does not exist"));
+    }
+
+    #[test]
+    fn toml_errors_carry_line_numbers() {
+        let e = DataPlaneConfig::from_toml("[[listener]]\nname = 5\n").unwrap_err();
+        assert!(e.location.contains("line 2"), "{e}");
+        let e = DataPlaneConfig::from_toml("[runtime]\nbogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn templates() {
+        assert_eq!(
+            parse_topic_template("devices/{device}-rx/down").unwrap(),
+            vec![
+                TemplatePart::Literal("devices/".into()),
+                TemplatePart::Device,
+                TemplatePart::Literal("-rx/down".into())
+            ]
+        );
+        assert_eq!(
+            parse_topic_template("x/{2}/{topic}").unwrap()[1],
+            TemplatePart::Level(2)
+        );
+        assert!(parse_topic_template("a/{nope}").is_err());
+        assert!(parse_topic_template("a/{device").is_err());
+        assert!(parse_topic_template("a/}").is_err());
+        assert!(parse_topic_template("{0}").is_err());
+        assert!(parse_topic_template("").is_err());
+    }
+
+    #[test]
+    fn device_ids() {
+        assert!(validate_device_id("meter-42").is_ok());
+        assert!(validate_device_id("").is_err());
+        assert!(validate_device_id("a/b").is_err());
+        assert!(validate_device_id("a+").is_err());
+        assert!(validate_device_id("a\n").is_err());
+        assert!(validate_device_id(&"x".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! Live figures of a data-plane core, in the form the control plane fetches
+//! and the stats line prints.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Counters and gauges of one core since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoreFigures {
+    /// Core index (0-based, as in the thread name `shoal-core-{i}`).
+    pub core: u16,
+    /// Open connections now (TCP connections and live UDP sessions).
+    pub connections: u64,
+    /// Connections accepted (TCP) or sessions created (UDP).
+    pub accepted: u64,
+    /// Connections refused by a listener's `max_connections`.
+    pub refused: u64,
+    /// Messages received from devices (frames or datagrams).
+    pub messages_in: u64,
+    /// Messages written to devices.
+    pub messages_out: u64,
+    /// Payload and framing bytes read from devices.
+    pub bytes_in: u64,
+    /// Bytes written to devices.
+    pub bytes_out: u64,
+    /// Connections closed for a malformed or oversized frame.
+    pub frame_errors: u64,
+    /// Connections or sessions closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// Messages dropped because a connection's outbound queue was full.
+    pub outbound_drops: u64,
+    /// Connections closed because their writes stayed blocked.
+    pub slow_closes: u64,
+    /// Messages sent to other cores.
+    pub mesh_sent: u64,
+    /// Messages received from other cores.
+    pub mesh_received: u64,
+    /// Messages not sent to another core because its channel was full, or
+    /// not taken in because this core's pool was exhausted.
+    pub mesh_drops: u64,
+    /// Messages republished by routes.
+    pub route_republished: u64,
+    /// Messages stopped by a `drop` route, a loop guard or a bad template
+    /// result.
+    pub route_dropped: u64,
+    /// Messages handed to forward upstreams.
+    pub forward_sent: u64,
+    /// Messages a forward upstream could not take (queue full, down).
+    pub forward_drops: u64,
+    /// Times a read paused because a pool class was exhausted.
+    pub backpressure_pauses: u64,
+    /// Buffer pool figures, one entry per size class.
+    pub pools: Vec<PoolClassFigures>,
+}
+
+/// Figures of one pool size class on one core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolClassFigures {
+    /// Bytes per buffer.
+    pub buffer_bytes: u32,
+    /// Most buffers the class may hold.
+    pub capacity: u32,
+    /// Buffers allocated so far (in use or free).
+    pub allocated: u32,
+    /// Buffers in use now.
+    pub in_use: u32,
+    /// Most buffers ever in use at once.
+    pub high_water: u32,
+    /// Requests the class could not serve.
+    pub exhausted: u64,
+}
+
+impl fmt::Display for CoreFigures {
+    /// One line of `key=value` fields, stable for scripts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "core={} conns={} accepted={} refused={} msgs_in={} msgs_out={} bytes_in={} \
+             bytes_out={} frame_errors={} idle_timeouts={} outbound_drops={} slow_closes={} \
+             mesh_sent={} mesh_received={} mesh_drops={} route_republished={} route_dropped={} \
+             forward_sent={} forward_drops={} backpressure={}",
+            self.core,
+            self.connections,
+            self.accepted,
+            self.refused,
+            self.messages_in,
+            self.messages_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.frame_errors,
+            self.idle_timeouts,
+            self.outbound_drops,
+            self.slow_closes,
+            self.mesh_sent,
+            self.mesh_received,
+            self.mesh_drops,
+            self.route_republished,
+            self.route_dropped,
+            self.forward_sent,
+            self.forward_drops,
+            self.backpressure_pauses,
+        )?;
+        for p in &self.pools {
+            write!(
+                f,
+                " pool{}={}/{}/{}/{}/{}",
+                p.buffer_bytes, p.in_use, p.allocated, p.capacity, p.high_water, p.exhausted
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_format_is_stable() {
+        let f = CoreFigures {
+            core: 1,
+            connections: 2,
+            pools: vec![PoolClassFigures {
+                buffer_bytes: 512,
+                capacity: 10,
+                allocated: 4,
+                in_use: 3,
+                high_water: 4,
+                exhausted: 0,
+            }],
+            ..CoreFigures::default()
+        };
+        let line = f.to_string();
+        assert!(line.starts_with("core=1 conns=2 accepted=0 "), "{line}");
+        assert!(line.ends_with(" pool512=3/4/10/4/0"), "{line}");
+    }
+}
