@@ -163,7 +163,9 @@ impl<M: DeserializeOwned + std::fmt::Debug + Send + 'static> ChildGroup<M> {
                     shown.truncate(200);
                     match pick(message) {
                         Some(value) => got[k] = Some(value),
-                        None => bail!("child {k} sent {shown} while the parent waited for its {what}"),
+                        None => {
+                            bail!("child {k} sent {shown} while the parent waited for its {what}")
+                        }
                     }
                 }
                 ChildEvent::BadLine(line) => bail!("child {k} wrote an unexpected line: {line:?}"),

@@ -3,8 +3,7 @@
 //! and the hand-over to monoio's io_uring driver.
 
 use std::{
-    fmt,
-    io,
+    fmt, io,
     net::{Ipv4Addr, SocketAddr},
     os::fd::{AsRawFd as _, BorrowedFd},
     str::FromStr,
@@ -101,7 +100,11 @@ pub(crate) async fn connect_from(
     target: SocketAddr,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_nodelay(true)?;
     if let Some(source) = source {
         set_bind_address_no_port(&socket)?;

@@ -274,7 +274,10 @@ impl PairsReport {
                 );
             }
             None => {
-                let _ = writeln!(t, "  latency us  no frame stamped in the measured window arrived");
+                let _ = writeln!(
+                    t,
+                    "  latency us  no frame stamped in the measured window arrived"
+                );
             }
         }
         if let Some(s) = &self.server {

@@ -101,7 +101,10 @@ fn check(file: &PathBuf, output: Output) -> ExitCode {
             );
         }
         Output::Table => {
-            println!("{:<20} {:<6} {:<24} {:>10} {:>10}", "LISTENER", "PROTO", "BIND", "MAX_CONNS", "MAX_FRAME");
+            println!(
+                "{:<20} {:<6} {:<24} {:>10} {:>10}",
+                "LISTENER", "PROTO", "BIND", "MAX_CONNS", "MAX_FRAME"
+            );
             for l in &config.listeners {
                 println!(
                     "{:<20} {:<6} {:<24} {:>10} {:>10}",
@@ -147,15 +150,36 @@ fn figures(output: Output) -> ExitCode {
         Output::Json => {
             let all: Vec<_> = latest
                 .values()
-                .map(|f| serde_json::Value::Object(f.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()))
+                .map(|f| {
+                    serde_json::Value::Object(
+                        f.iter()
+                            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                            .collect(),
+                    )
+                })
                 .collect();
             println!("{}", serde_json::Value::Array(all));
         }
         Output::Table => {
-            let cols = ["core", "conns", "msgs_in", "msgs_out", "bytes_in", "bytes_out", "outbound_drops", "mesh_drops"];
+            let cols = [
+                "core",
+                "conns",
+                "msgs_in",
+                "msgs_out",
+                "bytes_in",
+                "bytes_out",
+                "outbound_drops",
+                "mesh_drops",
+            ];
             println!("{}", cols.map(|c| format!("{c:>14}")).join(""));
             for fields in latest.values() {
-                let get = |k: &str| fields.iter().find(|(x, _)| x == k).map_or("-", |(_, v)| v.as_str()).to_owned();
+                let get = |k: &str| {
+                    fields
+                        .iter()
+                        .find(|(x, _)| x == k)
+                        .map_or("-", |(_, v)| v.as_str())
+                        .to_owned()
+                };
                 println!("{}", cols.map(|c| format!("{:>14}", get(c))).join(""));
             }
         }

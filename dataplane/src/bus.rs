@@ -157,7 +157,10 @@ impl Bus {
     /// Filters peer `peer` is interested in.
     #[cfg(test)]
     pub(crate) fn peer_interest_len(&self, peer: usize) -> usize {
-        self.remote.borrow().get(peer).map_or(0, |r| r.filters.len())
+        self.remote
+            .borrow()
+            .get(peer)
+            .map_or(0, |r| r.filters.len())
     }
 }
 

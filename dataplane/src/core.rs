@@ -199,7 +199,10 @@ impl Core {
     fn take_over(&self, old: ConnId, device: &str) {
         let conn = self.conns.borrow().get(old.0).map(|e| Rc::clone(&e.conn));
         if let Some(conn) = conn {
-            info!(device, "device connected again; closing its older connection");
+            info!(
+                device,
+                "device connected again; closing its older connection"
+            );
             conn.close(CloseReason::TakenOver);
         }
     }
@@ -255,7 +258,10 @@ impl Core {
         let mut work = vec![msg];
         while let Some(m) = work.pop() {
             match routes.apply(&m, self.settings.borrow().max_route_hops) {
-                RouteOutcome::Deliver { republish, forwards } => {
+                RouteOutcome::Deliver {
+                    republish,
+                    forwards,
+                } => {
                     for fwd in forwards {
                         if fwd.enqueue(&m.payload) {
                             self.stats.forward_sent.inc();
@@ -319,7 +325,11 @@ impl Core {
                 Err(_) => {
                     self.stats.mesh_drops.inc();
                     if let Some(more) = self.mesh_drop_log.allow() {
-                        warn!(peer, suppressed = more, "channel to another core is full; message dropped");
+                        warn!(
+                            peer,
+                            suppressed = more,
+                            "channel to another core is full; message dropped"
+                        );
                     }
                 }
             }

@@ -46,7 +46,12 @@ pub(crate) struct TcpUpstream {
 
 impl TcpUpstream {
     /// Creates the upstream and starts its task on this core.
-    pub(crate) fn start(route: &str, addr: SocketAddr, framer: Framer, queue_bytes: usize) -> Rc<Self> {
+    pub(crate) fn start(
+        route: &str,
+        addr: SocketAddr,
+        framer: Framer,
+        queue_bytes: usize,
+    ) -> Rc<Self> {
         let trailer: Rc<[u8]> = Rc::from(framer.trailer());
         let up = Rc::new(Self {
             route: route.into(),
@@ -66,7 +71,8 @@ impl TcpUpstream {
     async fn run(self: Rc<Self>) {
         let mut backoff = Duration::from_millis(100);
         while !self.stopped.is_raised() {
-            let connect = async { Some(TcpStream::connect_timeout(self.addr, Duration::from_secs(3)).await) };
+            let connect =
+                async { Some(TcpStream::connect_timeout(self.addr, Duration::from_secs(3)).await) };
             let stop = async {
                 self.stopped.wait().await;
                 None

@@ -33,7 +33,7 @@ mod uring;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -99,10 +99,14 @@ fn main() -> ExitCode {
 fn load_config(path: Option<&PathBuf>) -> Result<ApplyPlan, String> {
     let (text, source) = match path {
         Some(p) => (
-            std::fs::read_to_string(p).map_err(|e| format!("cannot read config {}: {e}", p.display()))?,
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read config {}: {e}", p.display()))?,
             p.display().to_string(),
         ),
-        None => (EMBEDDED_DEFAULT_TOML.to_owned(), "embedded default config".to_owned()),
+        None => (
+            EMBEDDED_DEFAULT_TOML.to_owned(),
+            "embedded default config".to_owned(),
+        ),
     };
     let config = DataPlaneConfig::from_toml(&text).map_err(|e| format!("config {source}: {e}"))?;
     ApplyPlan::new(config).map_err(|e| format!("config {source}: {e}"))
@@ -126,7 +130,11 @@ fn allowed_cpus() -> Vec<usize> {
 fn run(cli: Cli) -> Result<(), String> {
     let plan = Arc::new(load_config(cli.config.as_ref())?);
     if cli.check_config {
-        println!("config ok: {} listeners, {} routes", plan.config.listeners.len(), plan.config.routes.len());
+        println!(
+            "config ok: {} listeners, {} routes",
+            plan.config.listeners.len(),
+            plan.config.routes.len()
+        );
         return Ok(());
     }
     uring::probe()?;
@@ -141,6 +149,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let heartbeats: Arc<Vec<AtomicU64>> = Arc::new((0..cores).map(|_| AtomicU64::new(0)).collect());
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal while draining ends the process at once.
         signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
@@ -159,6 +168,7 @@ fn run(cli: Cli) -> Result<(), String> {
         let mesh = mesh.clone();
         let ready = ready_tx.clone();
         let stop = Arc::clone(&stop);
+        let heartbeats = Arc::clone(&heartbeats);
         let stats_interval = cli.stats_interval;
         let handle = std::thread::Builder::new()
             .name(format!("shoal-core-{index}"))
@@ -169,11 +179,24 @@ fn run(cli: Cli) -> Result<(), String> {
                 let executor = match executor {
                     Ok(e) => e,
                     Err(e) => {
-                        let _ = ready.send((index, Err(format!("core {index}: cannot start an executor on CPU {cpu}: {e}"))));
+                        let _ = ready.send((
+                            index,
+                            Err(format!(
+                                "core {index}: cannot start an executor on CPU {cpu}: {e}"
+                            )),
+                        ));
                         return;
                     }
                 };
-                executor.run(core_main(index, plan, mesh, ready, stop, stats_interval));
+                executor.run(core_main(
+                    index,
+                    plan,
+                    mesh,
+                    ready,
+                    stop,
+                    heartbeats,
+                    stats_interval,
+                ));
             })
             .map_err(|e| format!("cannot start core thread {index}: {e}"))?;
         threads.push(handle);
@@ -202,12 +225,45 @@ fn run(cli: Cli) -> Result<(), String> {
         .map(|l| format!("{} {} {}", l.config.name, l.config.protocol, l.addr))
         .collect();
     info!(cores, listeners = ?listeners, "shoal-dataplane ready");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    supervise(&threads, &stop, &heartbeats);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for t in threads {
         let _ = t.join();
     }
     info!("shoal-dataplane stopped");
     Ok(())
+}
+
+/// Waits on the main thread until the cores end. Under systemd's watchdog,
+/// pings it only while every core's heartbeat moves, so a stuck executor
+/// gets the service restarted.
+fn supervise(threads: &[std::thread::JoinHandle<()>], stop: &AtomicBool, heartbeats: &[AtomicU64]) {
+    let watchdog = sd_notify::watchdog_enabled();
+    let period = watchdog.map_or(Duration::from_millis(200), |w| {
+        (w / 2).max(Duration::from_millis(100))
+    });
+    let mut last: Vec<u64> = heartbeats
+        .iter()
+        .map(|h| h.load(Ordering::Relaxed))
+        .collect();
+    let mut stopping_told = false;
+    while !threads.iter().all(|t| t.is_finished()) {
+        std::thread::sleep(period);
+        if stop.load(Ordering::Relaxed) && !stopping_told {
+            stopping_told = true;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        }
+        let now: Vec<u64> = heartbeats
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed))
+            .collect();
+        if watchdog.is_some() && now.iter().zip(&last).all(|(n, l)| n != l) {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+        last = now;
+    }
 }
 
 async fn core_main(
@@ -216,13 +272,17 @@ async fn core_main(
     mesh: Option<MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>>,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
     stop: Arc<AtomicBool>,
+    heartbeats: Arc<Vec<AtomicU64>>,
     stats_interval: Duration,
 ) {
     let (senders, receivers) = match mesh {
         Some(m) => match m.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
             Err(_) => {
-                let _ = ready.send((index, Err(format!("core {index}: cannot join the channel mesh"))));
+                let _ = ready.send((
+                    index,
+                    Err(format!("core {index}: cannot join the channel mesh")),
+                ));
                 return;
             }
         },
@@ -267,6 +327,9 @@ async fn core_main(
         .detach();
     }
     while !stop.load(Ordering::Relaxed) {
+        if let Some(h) = heartbeats.get(index) {
+            h.fetch_add(1, Ordering::Relaxed);
+        }
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
     drain(&core).await;
@@ -277,7 +340,11 @@ async fn core_main(
 async fn drain(core: &Rc<Core>) {
     let timeout = core.settings.borrow().drain_timeout;
     let open = core.conn_count();
-    info!(open, ?timeout, "stopping: no new connections; draining open ones");
+    info!(
+        open,
+        ?timeout,
+        "stopping: no new connections; draining open ones"
+    );
     core.stopping.raise();
     core.for_each_conn(|c| c.begin_drain());
     let deadline = Instant::now() + timeout;
@@ -286,7 +353,10 @@ async fn drain(core: &Rc<Core>) {
     }
     let left = core.conn_count();
     if left > 0 {
-        warn!(left, "drain deadline passed; closing the remaining connections");
+        warn!(
+            left,
+            "drain deadline passed; closing the remaining connections"
+        );
         core.for_each_conn(|c| c.close(CloseReason::Shutdown));
         let until = Instant::now() + Duration::from_millis(500);
         while core.conn_count() > 0 && Instant::now() < until {

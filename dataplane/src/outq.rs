@@ -63,7 +63,9 @@ impl Segment {
     fn advance(&mut self, n: usize) {
         match self {
             Self::Inline { start, end, .. } => {
-                *start = start.saturating_add(u8::try_from(n).unwrap_or(u8::MAX)).min(*end);
+                *start = start
+                    .saturating_add(u8::try_from(n).unwrap_or(u8::MAX))
+                    .min(*end);
             }
             Self::Payload(p) => *p = p.skip(n),
             Self::Shared { start, .. } => *start += n,
@@ -241,7 +243,7 @@ mod tests {
         let pool = SlabPool::new(&PoolSettings::default());
         let mut b = pool.try_acquire(5).unwrap();
         b.extend_from_slice(b"hello");
-        let payload = crate::pool::Payload::whole(b);
+        let payload = Payload::whole(b);
         let trailer: Rc<[u8]> = Rc::from(&b"\r\n"[..]);
         let msg = [
             Segment::inline(&[0, 5]),
@@ -254,7 +256,7 @@ mod tests {
         let mut q = OutQueue::new(1024);
         q.push_rest(&msg, 3);
         assert_eq!(q.queued_bytes(), 6);
-        assert_eq!(q.front(), b"llo");
+        assert_eq!(q.front(), b"ello");
         q.push_rest(&msg, 0);
         assert_eq!(q.queued_bytes(), 15);
         assert!(q.has_room(1009));
@@ -266,7 +268,7 @@ mod tests {
         assert_eq!(written, 15);
         let mut got = vec![0u8; 15];
         b.read_exact(&mut got).unwrap();
-        assert_eq!(got, b"llo\r\n\x00\x05hello\r\n");
+        assert_eq!(got, b"ello\r\n\x00\x05hello\r\n");
         assert_eq!(q.queued_bytes(), 0);
         drop(q);
         drop(msg);

@@ -114,10 +114,7 @@ impl SlabPool {
 
     /// The largest buffer the pool can hand out.
     pub(crate) fn largest_buffer_bytes(&self) -> usize {
-        self.inner
-            .classes
-            .last()
-            .map_or(0, |c| c.buffer_bytes)
+        self.inner.classes.last().map_or(0, |c| c.buffer_bytes)
     }
 
     /// Index of the smallest class whose buffers hold `min_bytes`.

@@ -87,11 +87,9 @@ impl RouteTable {
                 }
                 RouteAction::ForwardUdp { address } => {
                     let addr = parse_socket_addr(address)?;
-                    CompiledAction::Forward(Rc::new(
-                        UdpUpstream::new(&r.name, addr).map_err(|e| {
-                            format!("route {:?}: cannot open a udp socket: {e}", r.name)
-                        })?,
-                    ))
+                    CompiledAction::Forward(Rc::new(UdpUpstream::new(&r.name, addr).map_err(
+                        |e| format!("route {:?}: cannot open a udp socket: {e}", r.name),
+                    )?))
                 }
                 RouteAction::Drop => CompiledAction::Drop,
                 #[allow(unreachable_patterns)]
@@ -126,7 +124,8 @@ impl RouteTable {
             };
         }
         let mut matched: Vec<usize> = Vec::new();
-        self.by_filter.for_each_match(&m.topic, |i| matched.push(*i));
+        self.by_filter
+            .for_each_match(&m.topic, |i| matched.push(*i));
         matched.sort_unstable();
         for i in matched {
             let Some(route) = self.routes.get(i) else {

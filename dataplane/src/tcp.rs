@@ -237,6 +237,7 @@ async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, pee
     let id = core.add_conn(Rc::clone(&rt.name), Rc::clone(&conn) as Rc<dyn Connection>);
     let mut session = Session {
         device: None,
+        up_topic: None,
         subscription: None,
     };
     let end = run(&core, &conn, &mut stream, id, &mut session).await;
@@ -261,13 +262,17 @@ async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, pee
             warn!(listener = %rt.name, %peer, device, "closing connection: it stopped reading and its writes stalled");
         }
         End::Io(e) => debug!(listener = %rt.name, %peer, device, "connection error: {e}"),
-        End::Closed(reason) => info!(listener = %rt.name, %peer, device, ?reason, "connection closed"),
+        End::Closed(reason) => {
+            info!(listener = %rt.name, %peer, device, ?reason, "connection closed")
+        }
         End::PeerClosed => debug!(listener = %rt.name, %peer, device, "peer closed"),
     }
 }
 
 struct Session {
     device: Option<Rc<str>>,
+    /// `devices/{id}/up`, made once at login.
+    up_topic: Option<Rc<str>>,
     subscription: Option<(String, Subscriber)>,
 }
 
@@ -310,13 +315,21 @@ async fn run(
         }
         let wake = {
             let mut one = [0u8; 1];
-            let readable = async { Wake::Readable(stream.peek(&mut one).await.map_err(|e| io::Error::other(e.to_string()))) };
+            let readable = async {
+                Wake::Readable(
+                    stream
+                        .peek(&mut one)
+                        .await
+                        .map_err(|e| io::Error::other(e.to_string())),
+                )
+            };
             let kicked = async {
                 conn.kick.kicked().await;
                 Wake::Kicked
             };
             let timer = async {
-                glommio::timer::sleep(idle_deadline.saturating_duration_since(Instant::now())).await;
+                glommio::timer::sleep(idle_deadline.saturating_duration_since(Instant::now()))
+                    .await;
                 Wake::Timer
             };
             readable.or(kicked).or(timer).await
@@ -347,11 +360,7 @@ async fn run(
 async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<(), End> {
     let stall = core.settings.borrow().write_stall_timeout;
     loop {
-        let (empty, written) = conn
-            .out
-            .borrow_mut()
-            .write_to(conn.fd)
-            .map_err(End::Io)?;
+        let (empty, written) = conn.out.borrow_mut().write_to(conn.fd).map_err(End::Io)?;
         core.stats.bytes_out.add(written as u64);
         if empty {
             return Ok(());
@@ -443,7 +452,13 @@ async fn frames(
             Ok(Decoded::Frame { frame, consumed }) => {
                 let range = pos + frame.payload.start..pos + frame.payload.end;
                 pos += consumed;
-                handle_frame(core, conn, id, session, Payload::new(Rc::clone(&shared), range))?;
+                handle_frame(
+                    core,
+                    conn,
+                    id,
+                    session,
+                    Payload::new(Rc::clone(&shared), range),
+                )?;
             }
             Ok(Decoded::Incomplete) => break,
             Err(e) => return Err(End::Frame(e.to_string())),
@@ -481,14 +496,13 @@ fn handle_frame(
     session: &mut Session,
     payload: Payload,
 ) -> Result<(), End> {
-    let Some(device) = session.device.clone() else {
+    let (Some(device), Some(topic)) = (session.device.clone(), session.up_topic.clone()) else {
         let id_text = std::str::from_utf8(payload.as_slice())
             .map_err(|_| End::Frame("login frame is not UTF-8".into()))?;
         validate_device_id(id_text).map_err(|e| End::Frame(format!("login frame: {e}")))?;
         login(core, conn, id, session, id_text.into());
         return Ok(());
     };
-    let topic: Rc<str> = format!("devices/{device}/up").into();
     core.publish(Message {
         topic,
         payload,
@@ -509,6 +523,7 @@ fn login(core: &Rc<Core>, conn: &Rc<TcpConn>, id: ConnId, session: &mut Session,
     core.subscribe(&filter, Rc::clone(&sub));
     session.subscription = Some((filter, sub));
     session.device = Some(Rc::clone(&device));
+    session.up_topic = Some(format!("devices/{device}/up").into());
     core.device_online(id, Rc::clone(&device));
     info!(listener = %conn.rt.name, peer = %conn.peer, device = %device, "device online");
 }

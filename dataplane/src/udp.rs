@@ -184,7 +184,8 @@ fn datagram(
             let raw = bytes
                 .get(..prefix)
                 .ok_or_else(|| format!("shorter than the {prefix}-byte device id prefix"))?;
-            let text = std::str::from_utf8(raw).map_err(|_| "device id prefix is not UTF-8".to_owned())?;
+            let text =
+                std::str::from_utf8(raw).map_err(|_| "device id prefix is not UTF-8".to_owned())?;
             (text.trim_end_matches(['\0', ' ']).to_owned(), prefix)
         }
         _ => (peer.to_string(), 0),
@@ -217,7 +218,10 @@ fn datagram(
                 pos += consumed;
             }
             Ok(Decoded::Incomplete) => {
-                return Err(format!("{} trailing bytes do not make a frame", bytes.len() - pos))
+                return Err(format!(
+                    "{} trailing bytes do not make a frame",
+                    bytes.len() - pos
+                ))
             }
             Err(e) => return Err(e.to_string()),
         }

@@ -19,7 +19,11 @@ pub(crate) fn probe() -> Result<(), String> {
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .ok()
         .and_then(|s| s.trim().parse::<u8>().ok());
-    Err(explain(err.raw_os_error().unwrap_or(0), disabled, &kernel_release()))
+    Err(explain(
+        err.raw_os_error().unwrap_or(0),
+        disabled,
+        &kernel_release(),
+    ))
 }
 
 fn kernel_release() -> String {
@@ -79,7 +83,10 @@ mod tests {
         let m = explain(libc::ENOSYS, None, "4.19.0");
         assert!(m.contains("4.19.0") && m.contains("5.10"), "{m}");
         let m = explain(libc::EPERM, Some(2), "6.6");
-        assert!(m.contains("kernel.io_uring_disabled=2") && m.contains("sysctl -w"), "{m}");
+        assert!(
+            m.contains("kernel.io_uring_disabled=2") && m.contains("sysctl -w"),
+            "{m}"
+        );
         let m = explain(libc::EPERM, Some(1), "6.6");
         assert!(m.contains("io_uring_group"), "{m}");
         let m = explain(libc::EPERM, Some(0), "6.6");

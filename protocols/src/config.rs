@@ -455,7 +455,10 @@ impl DataPlaneConfig {
             }
             route_names.push(&r.name);
             validate_topic_filter(&r.filter).map_err(|e| {
-                ConfigError::new(&at, format!("filter {:?} is not a topic filter: {e}", r.filter))
+                ConfigError::new(
+                    &at,
+                    format!("filter {:?} is not a topic filter: {e}", r.filter),
+                )
             })?;
             if let Some(l) = &r.listener {
                 if !self.listeners.iter().any(|x| &x.name == l) {
@@ -550,7 +553,10 @@ impl DataPlaneConfig {
         if classes.is_empty() || classes.len() > 8 {
             return Err(ConfigError::new(
                 "pools.classes",
-                format!("between 1 and 8 size classes are needed, got {}", classes.len()),
+                format!(
+                    "between 1 and 8 size classes are needed, got {}",
+                    classes.len()
+                ),
             ));
         }
         let mut previous = 0u32;
@@ -638,7 +644,10 @@ mod tests {
         c.listeners[1].framing = Some(FramingConfig::default());
         c.listeners[1].identity = IdentityRule::LoginFrame;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("already bound by listener \"tcp-default\""), "{e}");
+        assert!(
+            e.contains("already bound by listener \"tcp-default\""),
+            "{e}"
+        );
 
         let mut c = default_config();
         c.routes.push(RouteConfig {
@@ -659,7 +668,11 @@ mod tests {
             device: None,
             action: RouteAction::Drop,
         });
-        assert!(c.validate().unwrap_err().to_string().contains("\"nope\" does not exist"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("\"nope\" does not exist"));
     }
 
     #[test]

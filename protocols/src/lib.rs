@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use shoal_protocols::framing::{Decoded, Framer, FramingConfig};
-//! let framer = Framer::new(&FramingConfig::default()).unwrap();
+//! let framer = Framer::new(&FramingConfig::default(), 1024).unwrap();
 //! let mut wire = Vec::new();
 //! framer.encode_into(b"hello", &mut wire).unwrap();
 //! match framer.decode(&wire).unwrap() {

@@ -13,7 +13,7 @@ use super::{
     idle::{self, IdleThreadPlan},
     login::DeviceConn,
     messages::{ChildMessage, ConnectSummary, IdleCounts, PairsCounts},
-    pairs::{self, PairsThreadPlan, TrafficPlan},
+    pairs::{self, spread_phase_ns, PairSpec, PairsThreadPlan, TrafficPlan},
     plan::{device_id, receiver_id, share, shares_before},
     Mode, TcpFramesArgs,
 };
@@ -115,7 +115,20 @@ pub(super) fn run(args: &TcpFramesArgs, index: u32, count: u32) -> anyhow::Resul
                         .map(|unit| {
                             let sender = device_id(&args.id_prefix, index, unit);
                             let receiver = receiver_id(&sender);
-                            (conn(unit, sender, 1), conn(unit, receiver, 0))
+                            let phase_ns = if args.aligned {
+                                0
+                            } else {
+                                spread_phase_ns(
+                                    first_unit + unit,
+                                    args.connections,
+                                    args.rate_per_s,
+                                )
+                            };
+                            PairSpec {
+                                sender: conn(unit, sender, 1),
+                                receiver: conn(unit, receiver, 0),
+                                phase_ns,
+                            }
                         })
                         .collect(),
                     connect_timeout: args.connect_timeout,

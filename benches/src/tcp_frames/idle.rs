@@ -46,8 +46,13 @@ pub(crate) struct IdleThreadPlan {
 
 /// How one held connection ended.
 enum HoldOutcome {
-    OpenAtEnd { unexpected_bytes: u64 },
-    ClosedByServer { unexpected_bytes: u64, error: Option<std::io::Error> },
+    OpenAtEnd {
+        unexpected_bytes: u64,
+    },
+    ClosedByServer {
+        unexpected_bytes: u64,
+        error: Option<std::io::Error>,
+    },
 }
 
 /// Runs one thread's idle connections, reporting on `events`.

@@ -39,7 +39,10 @@ pub(crate) async fn connect_and_login(
 ) -> io::Result<TcpStream> {
     let mut login = Vec::with_capacity(conn.device_id.len() + 2);
     encode_frame(&mut login, conn.device_id.as_bytes()).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "device id does not fit in a frame")
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "device id does not fit in a frame",
+        )
     })?;
     let mut stream = connect_from(conn.source, target, connect_timeout).await?;
     let (written, _) = stream.write_all(login).await;

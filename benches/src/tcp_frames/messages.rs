@@ -167,7 +167,10 @@ mod tests {
         assert_eq!((a.frames_sent, a.frames_received), (12, 2));
         assert_eq!(a.run_errors.count, 2);
         assert_eq!(a.run_errors.by_kind["ConnectionReset"], 2);
-        assert_eq!(a.run_errors.first.as_deref(), Some("first: connection reset"));
+        assert_eq!(
+            a.run_errors.first.as_deref(),
+            Some("first: connection reset")
+        );
 
         let mut s = ConnectSummary {
             last_established_ns: 10,

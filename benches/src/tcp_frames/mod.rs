@@ -42,7 +42,8 @@ frames as fast as the socket accepts them, keeping at most --window frames \
 sent but not yet seen by its receiver (--window 0: only TCP backpressure \
 limits it). Full-speed frames are stamped when the batch is written; paced \
 frames (--rate R) carry their scheduled send time, so falling behind counts \
-as latency.
+as latency. Paced senders are spread evenly over one interval (1/R) unless \
+--aligned.
 
 Latency is receive time minus the stamp, for frames stamped in the measured \
 window (after --warmup, for --duration). Lost = sent - received after --drain.")]
@@ -63,6 +64,11 @@ pub(crate) struct TcpFramesArgs {
     /// Frames per second per sender; 0 = full speed.
     #[arg(long = "rate", value_name = "FRAMES_PER_S", default_value_t = 0)]
     pub(crate) rate_per_s: u64,
+
+    /// Paced senders all send at the same instants (bursts) instead of being
+    /// spread evenly over one send interval.
+    #[arg(long)]
+    pub(crate) aligned: bool,
 
     /// Most frames a sender has in flight (sent, not yet received); 0 = unbounded.
     #[arg(long = "window", value_name = "FRAMES", default_value_t = 64)]
@@ -158,7 +164,8 @@ impl TcpFramesArgs {
         if self.connections == 0 {
             bail!("--connections must be at least 1");
         }
-        if self.id_prefix.contains(['/', '+', '#']) || self.id_prefix.chars().any(char::is_control) {
+        if self.id_prefix.contains(['/', '+', '#']) || self.id_prefix.chars().any(char::is_control)
+        {
             bail!("--id-prefix must not contain '/', '+', '#' or control characters");
         }
         if self.duration.is_zero() {

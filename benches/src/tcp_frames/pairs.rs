@@ -59,12 +59,32 @@ pub(crate) struct TrafficPlan {
     pub(crate) recv_buffer_bytes: usize,
 }
 
+/// One sender/receiver pair.
+#[derive(Debug, Clone)]
+pub(crate) struct PairSpec {
+    pub(crate) sender: DeviceConn,
+    pub(crate) receiver: DeviceConn,
+    /// Paced senders start this long after the common start, so that a fleet
+    /// spreads over the send interval instead of sending in bursts.
+    pub(crate) phase_ns: u64,
+}
+
+/// Phase of pair `index` of `count` when paced senders are spread evenly
+/// over one interval of `rate_per_s`.
+pub(crate) fn spread_phase_ns(index: u64, count: u64, rate_per_s: u64) -> u64 {
+    if rate_per_s == 0 || count == 0 {
+        return 0;
+    }
+    let offset =
+        u128::from(index % count) * 1_000_000_000 / (u128::from(count) * u128::from(rate_per_s));
+    u64::try_from(offset).unwrap_or(0)
+}
+
 /// The work of one runtime thread in pairs mode.
 #[derive(Debug)]
 pub(crate) struct PairsThreadPlan {
     pub(crate) target: SocketAddr,
-    /// (sender, receiver) per pair.
-    pub(crate) pairs: Vec<(DeviceConn, DeviceConn)>,
+    pub(crate) pairs: Vec<PairSpec>,
     pub(crate) connect_timeout: Duration,
     pub(crate) connect_concurrency: usize,
     /// How long to wait for the parent's start time after connecting.
@@ -219,13 +239,18 @@ pub(crate) async fn run_thread(
     });
     let tasks: Vec<_> = pairs
         .into_iter()
-        .map(|(sender, receiver)| {
+        .map(|(sender, receiver, phase_ns)| {
             let pair = Rc::new(PairState::default());
             let canceller = Canceller::new();
             let cancel = canceller.handle();
             *pair.receiver_read.borrow_mut() = Some(canceller);
             (
-                monoio::spawn(run_sender(sender, Rc::clone(&pair), Rc::clone(&shared))),
+                monoio::spawn(run_sender(
+                    sender,
+                    phase_ns,
+                    Rc::clone(&pair),
+                    Rc::clone(&shared),
+                )),
                 monoio::spawn(run_receiver(receiver, pair, Rc::clone(&shared), cancel)),
             )
         })
@@ -239,13 +264,20 @@ pub(crate) async fn run_thread(
     let _ = events.send(ThreadEvent::PairsDone(counts, Box::new(histogram)));
 }
 
-async fn connect_pairs(plan: &PairsThreadPlan) -> (Vec<(TcpStream, TcpStream)>, ConnectSummary) {
+/// Connected pairs: (sender, receiver, phase_ns).
+type ConnectedPair = (TcpStream, TcpStream, u64);
+
+async fn connect_pairs(plan: &PairsThreadPlan) -> (Vec<ConnectedPair>, ConnectSummary) {
     let target = plan.target;
     let timeout = plan.connect_timeout;
     let results = in_batches(
         plan.pairs.clone(),
         plan.connect_concurrency,
-        |(sender, receiver)| async move {
+        |PairSpec {
+             sender,
+             receiver,
+             phase_ns,
+         }| async move {
             // The receiver logs in first so it is registered before its sender.
             let rx = connect_and_login(&receiver, target, timeout)
                 .await
@@ -253,7 +285,7 @@ async fn connect_pairs(plan: &PairsThreadPlan) -> (Vec<(TcpStream, TcpStream)>, 
             let tx = connect_and_login(&sender, target, timeout)
                 .await
                 .map_err(|e| (1, e, sender.describe(target)))?;
-            Ok::<_, (u64, std::io::Error, String)>((tx, rx, monotonic_ns()))
+            Ok::<_, (u64, std::io::Error, String)>((tx, rx, phase_ns, monotonic_ns()))
         },
     )
     .await;
@@ -261,12 +293,12 @@ async fn connect_pairs(plan: &PairsThreadPlan) -> (Vec<(TcpStream, TcpStream)>, 
     let mut pairs = Vec::with_capacity(results.len());
     for result in results {
         match result {
-            Ok((tx, rx, at_ns)) => {
+            Ok((tx, rx, phase_ns, at_ns)) => {
                 summary.units_established += 1;
                 summary.sockets_attempted += 2;
                 summary.sockets_established += 2;
                 summary.last_established_ns = summary.last_established_ns.max(at_ns);
-                pairs.push((tx, rx));
+                pairs.push((tx, rx, phase_ns));
             }
             Err((established, error, context)) => {
                 summary.sockets_attempted += established + 1;
@@ -280,6 +312,7 @@ async fn connect_pairs(plan: &PairsThreadPlan) -> (Vec<(TcpStream, TcpStream)>, 
 
 async fn run_sender(
     mut stream: TcpStream,
+    phase_ns: u64,
     pair: Rc<PairState>,
     shared: Rc<ThreadShared>,
 ) -> PairsCounts {
@@ -288,7 +321,8 @@ async fn run_sender(
     let mut counts = PairsCounts::default();
     let mut out = Vec::with_capacity(traffic.batch_frames as usize * shared.template.frame_bytes());
     let mut seq = 0u64;
-    sleep_until_ns(clock.start_ns).await;
+    let start_ns = clock.start_ns + phase_ns;
+    sleep_until_ns(start_ns).await;
     loop {
         let now = monotonic_ns();
         if now >= clock.end_ns || pair.receiver_done.get() {
@@ -299,8 +333,10 @@ async fn run_sender(
             let in_flight = pair.in_flight();
             if in_flight >= traffic.window_frames {
                 let window = traffic.window_frames;
-                pair.wait_until(clock.end_ns, |p| p.in_flight() < window || p.receiver_done.get())
-                    .await;
+                pair.wait_until(clock.end_ns, |p| {
+                    p.in_flight() < window || p.receiver_done.get()
+                })
+                .await;
                 continue;
             }
             budget = budget.min(traffic.window_frames - in_flight);
@@ -308,9 +344,9 @@ async fn run_sender(
         let batch = if traffic.rate_per_s == 0 {
             budget
         } else {
-            let due = frames_due(clock.start_ns, traffic.rate_per_s, now).saturating_sub(seq);
+            let due = frames_due(start_ns, traffic.rate_per_s, now).saturating_sub(seq);
             if due == 0 {
-                sleep_until_ns(scheduled_ns(clock.start_ns, traffic.rate_per_s, seq)).await;
+                sleep_until_ns(scheduled_ns(start_ns, traffic.rate_per_s, seq)).await;
                 continue;
             }
             due.min(budget)
@@ -322,7 +358,7 @@ async fn run_sender(
             let sent_ns = if traffic.rate_per_s == 0 {
                 now
             } else {
-                scheduled_ns(clock.start_ns, traffic.rate_per_s, k)
+                scheduled_ns(start_ns, traffic.rate_per_s, k)
             };
             shared.template.append(&mut out, Probe { sent_ns, seq: k });
             if clock.in_measured_window(sent_ns) {
@@ -432,6 +468,15 @@ mod tests {
         }
         // Odd rates do not drift: 3/s puts frame 3 exactly 1 s after start.
         assert_eq!(scheduled_ns(0, 3, 3), 1_000_000_000);
+    }
+
+    #[test]
+    fn phases_spread_over_one_interval() {
+        // 4 pairs at 10 frames/s: 0, 25, 50, 75 ms.
+        let phases: Vec<_> = (0..4).map(|i| spread_phase_ns(i, 4, 10)).collect();
+        assert_eq!(phases, [0, 25_000_000, 50_000_000, 75_000_000]);
+        assert_eq!(spread_phase_ns(3, 4, 0), 0);
+        assert_eq!(spread_phase_ns(0, 0, 10), 0);
     }
 
     #[test]

@@ -230,12 +230,14 @@ fn run_idle(
     let hold = args.duration.max(args.settle);
     block_until_ns(hold_start_ns + duration_ns(hold));
     group.broadcast("stop")?;
-    let results = group.collect(monotonic_ns() + duration_ns(RESULT_GRACE), "result", |m| {
-        match m {
+    let results = group.collect(
+        monotonic_ns() + duration_ns(RESULT_GRACE),
+        "result",
+        |m| match m {
             ChildMessage::IdleResult { counts } => Some(counts),
             _ => None,
-        }
-    })?;
+        },
+    )?;
     group.wait()?;
     let counts = results
         .into_iter()
