@@ -1,5 +1,6 @@
-//! The device framing spoken by the data plane's default TCP listener, and the
-//! probe payload the generator puts inside each frame.
+//! The device framing spoken by the data plane's default TCP listener (the
+//! codec of `shoal_protocols::framing`, default config), and the probe
+//! payload the generator puts inside each frame.
 //!
 //! Frame: a 2-byte big-endian length counting the bytes after it, then that
 //! many payload bytes. The first frame of a connection is its login (payload =
@@ -13,54 +14,21 @@
 //! offset 16 ...     filler bytes up to --payload-bytes
 //! ```
 
-/// Bytes of the length prefix in front of every frame.
-pub(crate) const LENGTH_PREFIX_BYTES: usize = 2;
+use shoal_protocols::framing::{Decoded, Framer, FramingConfig, FramingError};
+
 /// Largest payload the 2-byte length prefix can describe.
 pub(crate) const MAX_PAYLOAD_BYTES: usize = u16::MAX as usize;
-/// Largest frame on the wire, prefix included.
-pub(crate) const MAX_FRAME_BYTES: usize = LENGTH_PREFIX_BYTES + MAX_PAYLOAD_BYTES;
+/// Largest frame on the wire, length prefix included.
+const MAX_FRAME_BYTES: u32 = 2 + u16::MAX as u32;
 /// Bytes of the probe header (send time + sequence number).
 pub(crate) const PROBE_HEADER_BYTES: usize = 16;
 
 const FILLER_BYTE: u8 = 0x5a;
 
-/// Result of looking for one frame at the start of a byte slice.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decoded<'a> {
-    /// Not a whole frame yet; `frame_bytes` is the size of the whole frame
-    /// (prefix included) once the prefix has been seen.
-    Incomplete { frame_bytes: Option<usize> },
-    /// One whole frame; `consumed` bytes of the input belong to it.
-    Frame { payload: &'a [u8], consumed: usize },
-}
-
-/// Decodes the frame at the start of `input`. Needing more bytes is not an
-/// error, and any length the prefix can state is valid.
-pub(crate) fn decode_frame(input: &[u8]) -> Decoded<'_> {
-    let Some((prefix, rest)) = input.split_first_chunk::<LENGTH_PREFIX_BYTES>() else {
-        return Decoded::Incomplete { frame_bytes: None };
-    };
-    let payload_len = usize::from(u16::from_be_bytes(*prefix));
-    match rest.get(..payload_len) {
-        Some(payload) => Decoded::Frame {
-            payload,
-            consumed: LENGTH_PREFIX_BYTES + payload_len,
-        },
-        None => Decoded::Incomplete {
-            frame_bytes: Some(LENGTH_PREFIX_BYTES + payload_len),
-        },
-    }
-}
-
-/// Appends one frame carrying `payload` to `out`.
-///
-/// Returns `None` (and leaves `out` untouched) when the payload is longer
-/// than the prefix can describe.
-pub(crate) fn encode_frame(out: &mut Vec<u8>, payload: &[u8]) -> Option<()> {
-    let len = u16::try_from(payload.len()).ok()?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(payload);
-    Some(())
+/// The device framing, accepting every frame its length prefix can describe.
+pub(crate) fn device_framer() -> Framer {
+    Framer::new(&FramingConfig::default(), MAX_FRAME_BYTES)
+        .unwrap_or_else(|e| unreachable!("the default framing is valid: {e}"))
 }
 
 /// Send time and sequence number carried by a probe payload.
@@ -80,10 +48,12 @@ pub(crate) fn parse_probe(payload: &[u8]) -> Option<Probe> {
     })
 }
 
-/// One pre-built probe frame; stamping a copy only rewrites the header.
+/// One pre-encoded probe frame; stamping a copy only rewrites the header.
 #[derive(Debug, Clone)]
 pub(crate) struct ProbeFrameTemplate {
     frame: Vec<u8>,
+    /// Where the payload starts in `frame`.
+    payload_at: usize,
 }
 
 impl ProbeFrameTemplate {
@@ -92,9 +62,13 @@ impl ProbeFrameTemplate {
         if !(PROBE_HEADER_BYTES..=MAX_PAYLOAD_BYTES).contains(&payload_bytes) {
             return None;
         }
-        let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES + payload_bytes);
-        encode_frame(&mut frame, &vec![FILLER_BYTE; payload_bytes])?;
-        Some(Self { frame })
+        let framer = device_framer();
+        let mut frame = Vec::new();
+        framer
+            .encode_into(&vec![FILLER_BYTE; payload_bytes], &mut frame)
+            .ok()?;
+        let payload_at = frame.len() - payload_bytes - framer.trailer().len();
+        Some(Self { frame, payload_at })
     }
 
     /// Bytes of one frame on the wire, prefix included.
@@ -104,7 +78,7 @@ impl ProbeFrameTemplate {
 
     /// Appends one frame stamped with `probe` to `out`.
     pub(crate) fn append(&self, out: &mut Vec<u8>, probe: Probe) {
-        let at = out.len() + LENGTH_PREFIX_BYTES;
+        let at = out.len() + self.payload_at;
         out.extend_from_slice(&self.frame);
         out[at..at + 8].copy_from_slice(&probe.sent_ns.to_be_bytes());
         out[at + 8..at + 16].copy_from_slice(&probe.seq.to_be_bytes());
@@ -114,10 +88,12 @@ impl ProbeFrameTemplate {
 /// Receive buffer that reassembles frames across reads.
 ///
 /// Bytes `[start, buf.len())` are received but not yet decoded. Before each
-/// read the buffer is compacted and grown so that the next frame fits, never
-/// beyond [`MAX_FRAME_BYTES`] (or the initial capacity if that is larger).
+/// read the buffer is compacted and grown so that the frame in progress fits,
+/// which never takes more than one largest frame (or the initial capacity if
+/// that is larger).
 #[derive(Debug)]
 pub(crate) struct FrameReader {
+    framer: Framer,
     buf: Vec<u8>,
     start: usize,
     /// Size of the frame at `start` when known to be larger than what is buffered.
@@ -127,7 +103,8 @@ pub(crate) struct FrameReader {
 impl FrameReader {
     pub(crate) fn with_capacity(capacity_bytes: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(capacity_bytes.max(LENGTH_PREFIX_BYTES)),
+            framer: device_framer(),
+            buf: Vec::with_capacity(capacity_bytes.max(2)),
             start: 0,
             pending_frame_bytes: 0,
         }
@@ -138,15 +115,12 @@ impl FrameReader {
     /// [`Self::finish_read`]. The spare room is never empty.
     pub(crate) fn begin_read(&mut self) -> Vec<u8> {
         let buffered = self.buf.len() - self.start;
-        let needed = self.pending_frame_bytes.max(LENGTH_PREFIX_BYTES);
-        debug_assert!(needed <= MAX_FRAME_BYTES);
-        // Compact when the unread tail does not leave room for the frame in progress.
+        let needed = self.pending_frame_bytes.max(1);
+        // Compact when the unread tail leaves no room, or not enough for the
+        // frame in progress.
         if self.start > 0 && self.buf.capacity() - self.start < needed.max(buffered + 1) {
             self.buf.copy_within(self.start.., 0);
             self.buf.truncate(buffered);
-            self.start = 0;
-        } else if self.start == self.buf.len() {
-            self.buf.clear();
             self.start = 0;
         }
         if self.buf.capacity() - self.start < needed {
@@ -163,18 +137,18 @@ impl FrameReader {
         self.buf = buf;
     }
 
-    /// Next whole frame's payload, if one is buffered.
-    pub(crate) fn next_frame(&mut self) -> Option<&[u8]> {
+    /// The next whole frame's payload, if one is buffered.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<&[u8]>, FramingError> {
         let unread = self.buf.get(self.start..).unwrap_or_default();
-        match decode_frame(unread) {
-            Decoded::Frame { payload, consumed } => {
+        match self.framer.decode(unread)? {
+            Decoded::Frame { frame, consumed } => {
                 self.start += consumed;
                 self.pending_frame_bytes = 0;
-                Some(payload)
+                Ok(Some(unread.get(frame.payload).unwrap_or_default()))
             }
-            Decoded::Incomplete { frame_bytes } => {
-                self.pending_frame_bytes = frame_bytes.unwrap_or(0);
-                None
+            Decoded::Incomplete => {
+                self.pending_frame_bytes = self.framer.frame_len_hint(unread).unwrap_or(0);
+                Ok(None)
             }
         }
     }
@@ -196,52 +170,29 @@ impl FrameReader {
 mod tests {
     use super::*;
 
-    fn frame(payload: &[u8]) -> Vec<u8> {
+    /// Feeds `stream` in reads of at most `read_bytes`, returns the payloads.
+    fn payloads(stream: &[u8], read_bytes: usize, capacity: usize) -> Vec<Vec<u8>> {
+        let mut reader = FrameReader::with_capacity(capacity);
         let mut out = Vec::new();
-        encode_frame(&mut out, payload).unwrap();
+        for mut chunk in stream.chunks(read_bytes) {
+            while !chunk.is_empty() {
+                chunk = &chunk[reader.push(chunk)..];
+                while let Some(payload) = reader.next_frame().unwrap() {
+                    out.push(payload.to_vec());
+                }
+            }
+        }
         out
     }
 
     #[test]
-    fn decode_needs_prefix_then_payload() {
-        let bytes = frame(b"abc");
-        assert_eq!(bytes, [0x00, 0x03, b'a', b'b', b'c']);
-        assert_eq!(decode_frame(&[]), Decoded::Incomplete { frame_bytes: None });
-        assert_eq!(
-            decode_frame(&bytes[..1]),
-            Decoded::Incomplete { frame_bytes: None }
-        );
-        assert_eq!(
-            decode_frame(&bytes[..4]),
-            Decoded::Incomplete {
-                frame_bytes: Some(5)
-            }
-        );
-        assert_eq!(
-            decode_frame(&bytes),
-            Decoded::Frame {
-                payload: b"abc",
-                consumed: 5
-            }
-        );
-    }
-
-    #[test]
-    fn decode_empty_and_largest_payload() {
-        assert_eq!(
-            decode_frame(&[0, 0, 9]),
-            Decoded::Frame {
-                payload: b"",
-                consumed: 2
-            }
-        );
-        let big = frame(&vec![7; MAX_PAYLOAD_BYTES]);
-        assert_eq!(big.len(), MAX_FRAME_BYTES);
-        assert!(matches!(
-            decode_frame(&big),
-            Decoded::Frame { consumed, .. } if consumed == MAX_FRAME_BYTES
-        ));
-        assert!(encode_frame(&mut Vec::new(), &vec![0; MAX_PAYLOAD_BYTES + 1]).is_none());
+    fn login_frame_bytes() {
+        // 2-byte big-endian length of the payload, then the device id.
+        let mut login = Vec::new();
+        device_framer().encode_into(b"abc", &mut login).unwrap();
+        assert_eq!(login, [0x00, 0x03, b'a', b'b', b'c']);
+        assert_eq!(payloads(&login, 1, 8), [b"abc".to_vec()]);
+        assert_eq!(payloads(&[0x00, 0x00], 1, 8), [Vec::<u8>::new()]);
     }
 
     #[test]
@@ -255,17 +206,16 @@ mod tests {
         };
         template.append(&mut out, probe);
         assert_eq!(&out[..3], &[1, 2, 3]);
-        match decode_frame(&out[3..]) {
-            Decoded::Frame { payload, consumed } => {
-                assert_eq!(consumed, 26);
-                assert_eq!(parse_probe(payload), Some(probe));
-                assert!(payload[16..].iter().all(|&b| b == FILLER_BYTE));
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+        assert_eq!(&out[3..5], &[0x00, 24]);
+        assert_eq!(&out[5..13], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let got = payloads(&out[3..], 64, 64);
+        assert_eq!(got.len(), 1);
+        assert_eq!(parse_probe(&got[0]), Some(probe));
+        assert!(got[0][16..].iter().all(|&b| b == FILLER_BYTE));
         assert_eq!(parse_probe(&[0; 15]), None);
         assert!(ProbeFrameTemplate::new(15).is_none());
         assert!(ProbeFrameTemplate::new(MAX_PAYLOAD_BYTES + 1).is_none());
+        assert!(ProbeFrameTemplate::new(MAX_PAYLOAD_BYTES).is_some());
     }
 
     #[test]
@@ -275,35 +225,26 @@ mod tests {
         for seq in 0..10 {
             template.append(&mut stream, Probe { sent_ns: 5, seq });
         }
-        // Feed in awkward chunk sizes, including one byte at a time.
-        for chunk_bytes in [1, 3, 17, 18, 19, 64, 180] {
-            let mut reader = FrameReader::with_capacity(32);
-            let mut seqs = Vec::new();
-            for mut chunk in stream.chunks(chunk_bytes) {
-                while !chunk.is_empty() {
-                    chunk = &chunk[reader.push(chunk)..];
-                    while let Some(payload) = reader.next_frame() {
-                        seqs.push(parse_probe(payload).unwrap().seq);
-                    }
-                }
-            }
-            assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "chunk {chunk_bytes}");
+        // Reads of awkward sizes, including one byte at a time, and a
+        // buffer smaller than two frames.
+        for read_bytes in [1, 3, 17, 18, 19, 64, 180] {
+            let seqs: Vec<u64> = payloads(&stream, read_bytes, 32)
+                .iter()
+                .map(|p| parse_probe(p).unwrap().seq)
+                .collect();
+            assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "reads of {read_bytes}");
         }
     }
 
     #[test]
-    fn reader_grows_for_a_frame_larger_than_its_capacity() {
-        let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let bytes = frame(&payload);
-        let mut reader = FrameReader::with_capacity(8);
-        let mut got = None;
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            rest = &rest[reader.push(rest)..];
-            if let Some(p) = reader.next_frame() {
-                got = Some(p.to_vec());
-            }
-        }
-        assert_eq!(got.as_deref(), Some(&payload[..]));
+    fn reader_grows_for_frames_larger_than_its_capacity() {
+        let big: Vec<u8> = (0..MAX_PAYLOAD_BYTES).map(|i| i as u8).collect();
+        let mut stream = Vec::new();
+        let framer = device_framer();
+        framer.encode_into(b"x", &mut stream).unwrap();
+        framer.encode_into(&big, &mut stream).unwrap();
+        framer.encode_into(b"y", &mut stream).unwrap();
+        let got = payloads(&stream, 70_000, 8);
+        assert_eq!(got, [b"x".to_vec(), big, b"y".to_vec()]);
     }
 }

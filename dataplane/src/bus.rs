@@ -32,6 +32,8 @@ pub(crate) struct Bus {
     dirty: RefCell<Vec<Box<str>>>,
     /// Per peer core (mesh index): the filters it has subscribers for.
     remote: RefCell<Vec<RemoteInterest>>,
+    /// Reused list of the subscribers matching one message.
+    scratch: RefCell<Vec<Subscriber>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -56,6 +58,7 @@ impl Bus {
             filter_refs: RefCell::new(HashMap::new()),
             dirty: RefCell::new(Vec::new()),
             remote: RefCell::new((0..peers).map(|_| RemoteInterest::default()).collect()),
+            scratch: RefCell::new(Vec::new()),
         }
     }
 
@@ -91,14 +94,22 @@ impl Bus {
     }
 
     /// Calls `f` for each local subscriber matching `topic`. Subscribers
-    /// are collected first so that a delivery may change the table.
+    /// are collected first (into a reused list, no allocation once warm) so
+    /// that a delivery may change the table.
     pub(crate) fn for_each_local(&self, topic: &str, mut f: impl FnMut(&Subscriber)) {
-        let mut matched: Vec<Subscriber> = Vec::new();
+        // A delivery that publishes again finds the list taken and uses a
+        // fresh one.
+        let mut matched = std::mem::take(&mut *self.scratch.borrow_mut());
         self.local
             .borrow()
             .for_each_match(topic, |s| matched.push(Rc::clone(s)));
         for s in &matched {
             f(s);
+        }
+        matched.clear();
+        let mut scratch = self.scratch.borrow_mut();
+        if scratch.capacity() < matched.capacity() {
+            *scratch = matched;
         }
     }
 

@@ -255,6 +255,10 @@ impl Core {
     pub(crate) fn publish(&self, msg: Message) {
         self.stats.messages_in.inc();
         let routes = self.routes();
+        if routes.is_empty() {
+            self.fan_out(&msg);
+            return;
+        }
         let mut work = vec![msg];
         while let Some(m) = work.pop() {
             match routes.apply(&m, self.settings.borrow().max_route_hops) {

@@ -105,6 +105,10 @@ impl RouteTable {
         Ok(table)
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
     /// Stops the upstream tasks of forward routes (the table is replaced).
     pub(crate) fn stop(&self) {
         for r in &self.routes {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::FutureExt;
-use futures_lite::AsyncWriteExt;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use shoal_protocols::config::{validate_device_id, IdentityRule};
 use shoal_protocols::framing::{Decoded, Framer, MAX_HEADER_BYTES};
@@ -35,6 +35,11 @@ use crate::stats::LogLimiter;
 
 /// Bytes asked of the pool for a fresh read.
 const READ_CHUNK_BYTES: usize = 512;
+
+/// Bytes a connection waiting for input reads into its own small buffer
+/// (part of its task) before it takes a pool buffer. The wait is a
+/// readiness poll: an idle connection holds no pool or kernel-side buffer.
+const FIRST_READ_BYTES: usize = 64;
 
 /// A TCP listener as one core runs it.
 pub(crate) struct TcpListenerRt {
@@ -313,16 +318,9 @@ async fn run(
             // involved.
             unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
         }
+        let mut first = [0u8; FIRST_READ_BYTES];
         let wake = {
-            let mut one = [0u8; 1];
-            let readable = async {
-                Wake::Readable(
-                    stream
-                        .peek(&mut one)
-                        .await
-                        .map_err(|e| io::Error::other(e.to_string())),
-                )
-            };
+            let readable = async { Wake::Readable(stream.read(&mut first).await) };
             let kicked = async {
                 conn.kick.kicked().await;
                 Wake::Kicked
@@ -343,9 +341,10 @@ async fn run(
             }
             Wake::Readable(Err(e)) => return End::Io(e),
             Wake::Readable(Ok(0)) => return End::PeerClosed,
-            Wake::Readable(Ok(_)) => {
+            Wake::Readable(Ok(n)) => {
                 idle_deadline = Instant::now() + rt.idle_timeout;
-                match read_available(core, conn, id, session, &mut rx).await {
+                let first = first.get(..n).unwrap_or_default();
+                match read_available(core, conn, id, session, &mut rx, first).await {
                     Ok(true) => {}
                     Ok(false) => return End::PeerClosed,
                     Err(end) => return end,
@@ -382,34 +381,56 @@ async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<()
     }
 }
 
-/// Reads what the socket has, publishing every complete frame. `Ok(false)`
-/// at end of stream.
+/// A buffer holding `buf`'s bytes (or a fresh one) with room for at least
+/// `spare` more; a frame longer than the buffer moves to a larger class.
+async fn with_room(
+    core: &Core,
+    framer: &Framer,
+    buf: Option<PoolBuf>,
+    spare: usize,
+) -> Result<PoolBuf, End> {
+    let Some(buf) = buf else {
+        return Ok(core.pool.acquire(READ_CHUNK_BYTES.max(spare)).await);
+    };
+    if buf.capacity() - buf.len() >= spare {
+        return Ok(buf);
+    }
+    let hint = framer.frame_len_hint(buf.filled());
+    let needed = hint
+        .unwrap_or(buf.capacity() * 2)
+        .max(buf.len() + spare);
+    if needed > core.pool.largest_buffer_bytes() {
+        return Err(End::Frame(format!(
+            "a frame needs more than {} bytes",
+            core.pool.largest_buffer_bytes()
+        )));
+    }
+    let mut bigger = core.pool.acquire(needed).await;
+    bigger.extend_from_slice(buf.filled());
+    Ok(bigger)
+}
+
+/// Takes the bytes `first` already read, then reads what else the socket
+/// has, publishing every complete frame. `Ok(false)` at end of stream.
 async fn read_available(
     core: &Rc<Core>,
     conn: &Rc<TcpConn>,
     id: ConnId,
     session: &mut Session,
     rx: &mut Option<PoolBuf>,
+    first: &[u8],
 ) -> Result<bool, End> {
+    let framer = &conn.rt.framer;
+    let mut buf = with_room(core, framer, rx.take(), first.len()).await?;
+    buf.extend_from_slice(first);
+    core.stats.bytes_in.add(first.len() as u64);
+    let more = first.len() == FIRST_READ_BYTES;
+    *rx = frames(core, conn, id, session, buf).await?;
+    if !more {
+        return Ok(true);
+    }
     loop {
-        let mut buf = match rx.take() {
-            Some(b) => b,
-            None => core.pool.acquire(READ_CHUNK_BYTES).await,
-        };
-        if buf.spare_mut().is_empty() {
-            // A frame longer than this buffer: move it to a larger class.
-            let hint = conn.rt.framer.frame_len_hint(buf.filled());
-            let needed = hint.unwrap_or(buf.capacity() * 2).max(buf.len() + 1);
-            if needed > core.pool.largest_buffer_bytes() {
-                return Err(End::Frame(format!(
-                    "a frame needs more than {} bytes",
-                    core.pool.largest_buffer_bytes()
-                )));
-            }
-            let mut bigger = core.pool.acquire(needed).await;
-            bigger.extend_from_slice(buf.filled());
-            buf = bigger;
-        }
+        let mut buf = with_room(core, framer, rx.take(), 1).await?;
         let n = match recv_nonblocking(conn.fd, buf.spare_mut()) {
             Ok(Some(n)) => n,
             Ok(None) => {

@@ -11,7 +11,7 @@ use std::{
 
 use monoio::{io::AsyncWriteRentExt as _, net::TcpStream};
 
-use crate::{net::connect_from, wire::encode_frame};
+use crate::{net::connect_from, wire::device_framer};
 
 /// Where one connection comes from and who it logs in as.
 #[derive(Debug, Clone)]
@@ -38,12 +38,9 @@ pub(crate) async fn connect_and_login(
     connect_timeout: Duration,
 ) -> io::Result<TcpStream> {
     let mut login = Vec::with_capacity(conn.device_id.len() + 2);
-    encode_frame(&mut login, conn.device_id.as_bytes()).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "device id does not fit in a frame",
-        )
-    })?;
+    device_framer()
+        .encode_into(conn.device_id.as_bytes(), &mut login)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut stream = connect_from(conn.source, target, connect_timeout).await?;
     let (written, _) = stream.write_all(login).await;
     written?;

@@ -109,7 +109,8 @@ pub(crate) struct TcpFramesArgs {
           value_parser = clap::value_parser!(u32).range(1..=256))]
     pub(crate) processes: u32,
 
-    /// Runtime threads per process, each pinned to a CPU [default: CPUs / processes, at least 1].
+    /// Runtime threads per process [default: CPUs / processes, at least 1].
+    /// Thread t of process k is pinned to allowed CPU number (k * threads + t) mod CPUs.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub(crate) threads: Option<u32>,
 

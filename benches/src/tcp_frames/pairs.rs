@@ -30,6 +30,7 @@ use monoio::{
     io::{AsyncWriteRentExt as _, CancelHandle, CancelableAsyncReadRent as _, Canceller},
     net::TcpStream,
 };
+use shoal_protocols::framing::FramingError;
 
 use super::{
     child::ThreadEvent,
@@ -419,32 +420,54 @@ async fn run_receiver(
                 break;
             }
         }
-        let now = monotonic_ns();
-        let measured_arrival = clock.in_measured_window(now);
-        let mut histogram = shared.histogram.borrow_mut();
-        while let Some(payload) = reader.next_frame() {
-            let Some(probe) = parse_probe(payload) else {
-                counts.malformed += 1;
-                continue;
-            };
-            counts.frames_received += 1;
-            if measured_arrival {
-                counts.frames_received_measured += 1;
-            }
-            if clock.in_measured_window(probe.sent_ns) {
-                histogram.saturating_record(now.saturating_sub(probe.sent_ns) / 1_000);
-            }
-            sequence.observe(probe.seq);
-        }
-        drop(histogram);
+        let decoded = take_frames(
+            &mut reader,
+            monotonic_ns(),
+            &clock,
+            &mut shared.histogram.borrow_mut(),
+            &mut counts,
+            &mut sequence,
+        );
         pair.acked.set(sequence.next_expected);
         pair.wake_sender();
+        if let Err(error) = decoded {
+            let error = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+            counts.run_errors.record(&error, "receiver decode");
+            break;
+        }
     }
     counts.sequence_gaps = sequence.gaps;
     counts.out_of_order = sequence.out_of_order;
     pair.receiver_done.set(true);
     pair.wake_sender();
     counts
+}
+
+/// Accounts for every whole frame buffered in `reader`, received at `now_ns`.
+fn take_frames(
+    reader: &mut FrameReader,
+    now_ns: u64,
+    clock: &RunClock,
+    histogram: &mut Histogram<u64>,
+    counts: &mut PairsCounts,
+    sequence: &mut SequenceTracker,
+) -> Result<(), FramingError> {
+    let measured_arrival = clock.in_measured_window(now_ns);
+    while let Some(payload) = reader.next_frame()? {
+        let Some(probe) = parse_probe(payload) else {
+            counts.malformed += 1;
+            continue;
+        };
+        counts.frames_received += 1;
+        if measured_arrival {
+            counts.frames_received_measured += 1;
+        }
+        if clock.in_measured_window(probe.sent_ns) {
+            histogram.saturating_record(now_ns.saturating_sub(probe.sent_ns) / 1_000);
+        }
+        sequence.observe(probe.seq);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -488,6 +511,66 @@ mod tests {
         assert_eq!(t.next_expected, 8);
         assert_eq!(t.gaps, 2);
         assert_eq!(t.out_of_order, 1);
+    }
+
+    #[test]
+    fn take_frames_counts_and_times() {
+        let traffic = TrafficPlan {
+            payload_bytes: 16,
+            rate_per_s: 0,
+            window_frames: 0,
+            batch_frames: 1,
+            warmup: Duration::from_micros(100),
+            duration: Duration::from_micros(1000),
+            drain: Duration::ZERO,
+            recv_buffer_bytes: 256,
+        };
+        let clock = RunClock::new(0, &traffic);
+        let template = ProbeFrameTemplate::new(16).unwrap();
+        let mut stream = Vec::new();
+        // Stamped during warmup: counted, not timed.
+        template.append(
+            &mut stream,
+            Probe {
+                sent_ns: 50_000,
+                seq: 0,
+            },
+        );
+        // Stamped in the window, arrives 200 µs later.
+        template.append(
+            &mut stream,
+            Probe {
+                sent_ns: 300_000,
+                seq: 2,
+            },
+        );
+        // Too short for a probe.
+        crate::wire::device_framer()
+            .encode_into(b"short", &mut stream)
+            .unwrap();
+
+        let mut reader = FrameReader::with_capacity(256);
+        let mut buf = reader.begin_read();
+        buf.extend_from_slice(&stream);
+        reader.finish_read(buf);
+        let mut histogram = new_latency_histogram();
+        let mut counts = PairsCounts::default();
+        let mut sequence = SequenceTracker::default();
+        take_frames(
+            &mut reader,
+            500_000,
+            &clock,
+            &mut histogram,
+            &mut counts,
+            &mut sequence,
+        )
+        .unwrap();
+        assert_eq!(counts.frames_received, 2);
+        assert_eq!(counts.frames_received_measured, 2);
+        assert_eq!(counts.malformed, 1);
+        assert_eq!((sequence.next_expected, sequence.gaps), (3, 1));
+        assert_eq!(histogram.len(), 1);
+        assert_eq!(histogram.max(), 200);
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! Listener limits: `max_connections` and `idle_timeout`.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use shoal_tests::{has_field, Closed, Dataplane, TcpDevice};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// One length-field listener (`@MAX@` connections, `@IDLE@` idle timeout)
+/// whose frames echo back to their sender.
+fn echo_config(max_connections: u32, idle_timeout: &str) -> String {
+    r#"
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:@port0@"
+max_connections = @MAX@
+idle_timeout = "@IDLE@"
+framing = { kind = "length_field", width = 2 }
+identity = { kind = "login_frame" }
+
+[[route]]
+name = "echo"
+filter = "devices/+/up"
+action = { kind = "republish", topic = "devices/{device}/down" }
+"#
+    .replace("@MAX@", &max_connections.to_string())
+    .replace("@IDLE@", idle_timeout)
+}
+
+fn assert_echoes(d: &mut TcpDevice, payload: &str) {
+    d.send(payload.as_bytes());
+    assert_eq!(d.recv_frame(WAIT), payload.as_bytes(), "device {}", d.id);
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused() {
+    let dp = Dataplane::start(&echo_config(3, "5m"));
+    let mut first: Vec<TcpDevice> = ["d1", "d2", "d3"]
+        .iter()
+        .map(|id| {
+            let d = TcpDevice::connect(dp.addr(0), id);
+            dp.device_core(id, WAIT);
+            d
+        })
+        .collect();
+
+    // The kernel completes the handshake; the data plane then closes it.
+    let mut fourth = TcpDevice::connect_raw(dp.addr(0));
+    let _ = fourth.try_send_raw(&shoal_tests::length_frame(b"d4"));
+    let how = fourth.expect_closed(WAIT);
+    assert!(matches!(how, Closed::Eof | Closed::Reset));
+    let line = dp.wait_for_log("connection refused: listener is at max_connections", WAIT);
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(has_field(&line, "max_connections", "3"), "{line}");
+    assert!(dp.logs_matching("device online").iter().all(|l| !has_field(l, "device", "d4")));
+
+    for (i, d) in first.iter_mut().enumerate() {
+        assert_echoes(d, &format!("still served {i}"));
+    }
+    let stats = dp.wait_for_stats("the refusal", WAIT, |s| s.sum("refused") >= 1);
+    assert_eq!(stats.sum("refused"), 1, "{stats}");
+    assert_eq!(stats.sum("conns"), 3, "{stats}");
+
+    // A closed connection frees its place.
+    drop(first.remove(0));
+    dp.wait_for_stats("the closed connection gone", WAIT, |s| s.sum("conns") == 2);
+    let mut fifth = TcpDevice::connect(dp.addr(0), "d5");
+    dp.device_core("d5", WAIT);
+    assert_echoes(&mut fifth, "room again");
+    for d in &mut first {
+        assert_echoes(d, "and the others too");
+    }
+}
+
+#[test]
+fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+    let dp = Dataplane::start(&echo_config(100, "500ms"));
+    let mut sleepy = TcpDevice::connect(dp.addr(0), "sleepy");
+    let mut busy = TcpDevice::connect(dp.addr(0), "busy");
+    dp.device_core("sleepy", WAIT);
+    dp.device_core("busy", WAIT);
+    let logged_in = Instant::now();
+
+    let chatter = thread::spawn(move || {
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut sent = 0;
+        while Instant::now() < until {
+            assert_echoes(&mut busy, &format!("tick {sent}"));
+            sent += 1;
+            thread::sleep(Duration::from_millis(150));
+        }
+        (busy, sent)
+    });
+
+    sleepy.expect_closed(Duration::from_secs(3));
+    let closed_after = logged_in.elapsed();
+    let line = dp.wait_for_line("closing idle connection", WAIT, |l| has_field(l, "device", "sleepy"));
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(
+        closed_after >= Duration::from_millis(400),
+        "closed after {closed_after:?}, before its idle timeout"
+    );
+
+    let (mut busy, sent) = chatter.join().expect("the busy device kept talking");
+    assert!(sent >= 8, "only {sent} frames in 2 s");
+    assert_echoes(&mut busy, "still open after 2 s");
+    assert!(dp.logs_matching("closing idle connection").len() == 1);
+
+    let stats = dp.wait_for_stats("the idle close", WAIT, |s| s.sum("idle_timeouts") >= 1);
+    assert_eq!(stats.sum("idle_timeouts"), 1, "{stats}");
+    assert_eq!(stats.sum("conns"), 1, "{stats}");
+}
