@@ -164,11 +164,14 @@ fn buffers_return_to_their_pools_after_a_thousand_devices() {
     assert_eq!(after.sum("mesh_drops"), 0, "{after}");
     assert_eq!(after.sum("outbound_drops"), 0, "{after}");
 
+    eprintln!("before the load:\n{baseline}after it:\n{after}");
     assert_eq!(
         in_use(&after),
         in_use(&baseline),
         "buffers in use per core and class, after vs before:\n{after}"
     );
+    let high_water: u64 = after.cores.iter().map(|c| c.pool(512).high_water).sum();
+    assert!(high_water >= BATCH as u64, "{after}");
     for core in 0..CORES {
         let (before, now) = (baseline.core(core), after.core(core));
         assert!(
