@@ -15,11 +15,14 @@
 mod clock;
 mod multiproc;
 mod net;
+mod pacer;
 mod proc_stats;
 mod report;
 mod runtime;
 mod tcp_frames;
 mod wire;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -39,9 +42,16 @@ enum Scenario {
     TcpFrames(tcp_frames::TcpFramesArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.scenario {
+    let outcome = match &cli.scenario {
         Scenario::TcpFrames(args) => tcp_frames::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("shoal-bench: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -462,6 +462,30 @@ mod tests {
     }
 
     #[test]
+    fn an_exhausted_pool_pauses_the_reader_until_a_buffer_returns() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let p = pool();
+            let held: Vec<PoolBuf> = (0..3).map(|_| p.try_acquire(1).unwrap()).collect();
+            assert!(p.try_acquire(1).is_none());
+            let waiter = {
+                let p = p.clone();
+                glommio::spawn_local(async move { p.acquire(200).await.capacity() })
+            };
+            glommio::executor().yield_task_queue_now().await;
+            assert_eq!(p.backpressure_pauses(), 1);
+            // Returning a small buffer does not satisfy a 200-byte request...
+            let mut held = held;
+            drop(held.remove(0));
+            glommio::executor().yield_task_queue_now().await;
+            // ...returning the large one does.
+            drop(held.pop());
+            assert_eq!(waiter.await, 256);
+            assert_eq!(p.backpressure_pauses(), 1);
+        });
+    }
+
+    #[test]
     fn discard_front_keeps_the_tail() {
         let p = pool();
         let mut b = p.try_acquire(8).unwrap();

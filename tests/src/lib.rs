@@ -895,6 +895,25 @@ impl TcpDevice {
         }
     }
 
+    /// Shrinks the socket's receive buffer (SO_RCVBUF), so that what this
+    /// device does not read backs up into the data plane quickly.
+    pub fn set_recv_buffer(&self, bytes: u32) {
+        let value = libc::c_int::try_from(bytes).expect("buffer size fits c_int");
+        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("socklen");
+        // SAFETY: setsockopt reads `len` bytes from a live c_int on our
+        // stack, on a descriptor this device owns for its whole life.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&self.stream),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                std::ptr::from_ref(&value).cast(),
+                len,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt SO_RCVBUF: {}", io::Error::last_os_error());
+    }
+
     /// Half-closes: no more bytes from this side.
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
@@ -959,7 +978,12 @@ pub struct FrameSink {
 impl FrameSink {
     /// Listens on an ephemeral loopback port.
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Listens on `addr`.
+    pub fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind the sink on {addr}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("sink addr");
         let (tx, frames) = mpsc::channel();

@@ -112,3 +112,64 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
     assert_eq!(stats.sum("idle_timeouts"), 1, "{stats}");
     assert_eq!(stats.sum("conns"), 1, "{stats}");
 }
+
+#[test]
+fn a_device_that_stops_reading_is_closed_when_its_writes_stall() {
+    let dp = Dataplane::start(
+        r#"
+[runtime]
+outbound_queue_bytes = 65536
+write_stall_timeout = "500ms"
+
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:@port0@"
+framing = { kind = "length_field", width = 2 }
+identity = { kind = "login_frame" }
+
+[[route]]
+name = "flood"
+filter = "devices/pusher/up"
+action = { kind = "republish", topic = "devices/deaf/down" }
+
+[[route]]
+name = "echo"
+filter = "devices/witness/up"
+action = { kind = "republish", topic = "devices/witness/down" }
+"#,
+    );
+    let mut deaf = TcpDevice::connect(dp.addr(0), "deaf");
+    dp.device_core("deaf", WAIT);
+    let mut pusher = TcpDevice::connect(dp.addr(0), "pusher");
+    dp.device_core("pusher", WAIT);
+    let mut witness = TcpDevice::connect(dp.addr(0), "witness");
+    dp.device_core("witness", WAIT);
+    thread::sleep(shoal_tests::INTEREST_SETTLE);
+
+    // Push until the socket buffers and the 64 KiB queue are full and the
+    // write stalls; `deaf` never reads.
+    let frame = vec![b'#'; 1000];
+    let batch: Vec<u8> = (0..100)
+        .flat_map(|_| shoal_tests::length_frame(&frame))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut pushed = 0;
+    while dp.logs_matching("writes stalled").is_empty() {
+        assert!(Instant::now() < deadline, "no stall after {pushed} frames");
+        pusher.send_raw(&batch);
+        pushed += 100;
+        thread::sleep(Duration::from_millis(20));
+    }
+    let line = dp.wait_for_line("writes stalled", WAIT, |l| has_field(l, "device", "deaf"));
+    assert!(line.contains(" WARN "), "{line}");
+    deaf.expect_closed(WAIT);
+
+    // Everyone else is unaffected.
+    assert_echoes(&mut witness, "unaffected");
+    pusher.send(b"still connected");
+    let stats = dp.wait_for_stats("the slow close", WAIT, |s| s.sum("slow_closes") >= 1);
+    assert_eq!(stats.sum("slow_closes"), 1, "{stats}");
+    assert!(stats.sum("outbound_drops") > 0, "a full queue drops:\n{stats}");
+    assert_eq!(stats.sum("conns"), 2, "{stats}");
+}

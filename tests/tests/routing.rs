@@ -229,3 +229,136 @@ action = { kind = "republish", topic = "devices/{device}-rx/down" }
     assert_eq!(stats.sum("route_republished"), 1, "{stats}");
     assert_eq!(stats.sum("msgs_in"), 2, "{stats}");
 }
+
+#[test]
+fn a_device_that_logs_in_again_replaces_its_older_connection() {
+    let dp = Dataplane::start(
+        r#"
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:@port0@"
+framing = { kind = "length_field", width = 2 }
+identity = { kind = "login_frame" }
+
+[[route]]
+name = "echo"
+filter = "devices/+/up"
+action = { kind = "republish", topic = "devices/{device}/down" }
+"#,
+    );
+    let mut current = TcpDevice::connect(dp.addr(0), "twin");
+    let mut core = dp.device_core("twin", WAIT);
+    let (mut same_core, mut cross_core) = (0, 0);
+    for login in 1..16 {
+        if login >= 4 && same_core > 0 && cross_core > 0 {
+            break;
+        }
+        let mut newer = TcpDevice::connect(dp.addr(0), "twin");
+        let line = dp.wait_for_logs("device online", login + 1, WAIT)[login].clone();
+        let newer_core = shoal_tests::core_of(&line).expect("logged by a core");
+        if newer_core == core {
+            same_core += 1;
+        } else {
+            cross_core += 1;
+        }
+        // The older connection is closed, whichever core it is on.
+        current.expect_closed(WAIT);
+        dp.wait_for_logs("reason=TakenOver", login, WAIT);
+        newer.send(format!("login {login}").as_bytes());
+        assert_eq!(newer.recv_frame(WAIT), format!("login {login}").as_bytes());
+        (current, core) = (newer, newer_core);
+    }
+    assert!(cross_core > 0, "no login landed on the other core");
+    let stats = dp.wait_for_stats("one connection left", WAIT, |s| s.sum("conns") == 1);
+    assert_eq!(stats.sum("conns"), 1, "{stats}");
+}
+
+#[test]
+fn a_forward_upstream_that_is_down_keeps_a_bounded_queue_until_it_is_up() {
+    let dp = Dataplane::start(
+        r#"
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:@port0@"
+framing = { kind = "length_field", width = 2 }
+identity = { kind = "login_frame" }
+
+[[route]]
+name = "upstream"
+filter = "devices/+/up"
+action = { kind = "forward_tcp", address = "127.0.0.1:@port1@", queue_bytes = 1024 }
+"#,
+    );
+    dp.wait_for_log("cannot reach forward upstream", WAIT);
+    let mut meter = TcpDevice::connect(dp.addr(0), "meter");
+    dp.device_core("meter", WAIT);
+
+    // 2 + 100 bytes a frame: ten fill the 1024-byte queue, ten are dropped.
+    let payload = |i: usize| {
+        let mut p = format!("queued {i:02} ").into_bytes();
+        p.resize(100, b'.');
+        p
+    };
+    for i in 0..20 {
+        meter.send(&payload(i));
+    }
+    let stats = dp.wait_for_stats("the queue full", WAIT, |s| {
+        s.sum("forward_sent") + s.sum("forward_drops") >= 20
+    });
+    assert_eq!(stats.sum("forward_sent"), 10, "{stats}");
+    assert_eq!(stats.sum("forward_drops"), 10, "{stats}");
+
+    // The upstream comes up: the data plane reconnects and sends the queue.
+    let upstream = FrameSink::start_on(dp.addr(1));
+    for i in 0..10 {
+        let frame = upstream
+            .recv(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("queued frame {i} never arrived"));
+        assert_eq!(frame, payload(i));
+    }
+    meter.send(b"live");
+    assert_eq!(upstream.recv(WAIT).expect("a live frame"), b"live");
+    assert!(upstream.recv(Duration::from_millis(100)).is_none());
+}
+
+#[test]
+fn a_route_loop_is_cut_by_max_route_hops() {
+    let dp = Dataplane::start(
+        r#"
+[runtime]
+max_route_hops = 4
+
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:@port0@"
+framing = { kind = "length_field", width = 2 }
+identity = { kind = "login_frame" }
+
+[[route]]
+name = "entry"
+filter = "devices/+/up"
+action = { kind = "republish", topic = "loop/{device}" }
+
+[[route]]
+name = "loop"
+filter = "loop/+"
+action = { kind = "republish", topic = "loop/{2}" }
+"#,
+    );
+    let mut d = TcpDevice::connect(dp.addr(0), "spinner");
+    dp.device_core("spinner", WAIT);
+    d.send(b"round and round");
+    let line = dp.wait_for_log("route did not republish", WAIT);
+    assert!(line.contains("max_route_hops"), "{line}");
+    // One entry and three loop republishes; the fourth loop is refused.
+    let stats = dp.wait_for_stats("the loop cut", WAIT, |s| s.sum("route_dropped") >= 1);
+    assert_eq!(stats.sum("route_republished"), 4, "{stats}");
+    assert_eq!(stats.sum("route_dropped"), 1, "{stats}");
+
+    d.send(b"again");
+    let stats = dp.wait_for_stats("the second loop cut", WAIT, |s| s.sum("route_dropped") >= 2);
+    assert_eq!(stats.sum("route_republished"), 8, "{stats}");
+}

@@ -117,3 +117,68 @@ fn sigint_stops_an_idle_data_plane() {
     assert_eq!(status.code(), Some(0), "{status}");
     dp.wait_for_log(STOPPED_LINE, Duration::from_millis(100));
 }
+
+#[test]
+fn downlink_queued_before_sigterm_is_delivered_before_the_half_close() {
+    let mut dp = Dataplane::start(
+        r#"
+[runtime]
+drain_timeout = "10s"
+outbound_queue_bytes = 16777216
+write_stall_timeout = "10s"
+
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:@port0@"
+framing = { kind = "length_field", width = 2 }
+identity = { kind = "login_frame" }
+
+[[route]]
+name = "push"
+filter = "devices/pusher/up"
+action = { kind = "republish", topic = "devices/reader/down" }
+"#,
+    );
+    let mut reader = TcpDevice::connect(dp.addr(0), "reader");
+    reader.set_recv_buffer(4096);
+    dp.device_core("reader", WAIT);
+    let mut pusher = TcpDevice::connect(dp.addr(0), "pusher");
+    dp.device_core("pusher", WAIT);
+    std::thread::sleep(shoal_tests::INTEREST_SETTLE);
+
+    // 6 MB for `reader`, which does not read yet: more than the sockets
+    // hold, so the rest waits in the data plane's outbound queue.
+    const FRAMES: usize = 6000;
+    let payload = |i: usize| {
+        let mut p = format!("downlink {i:04} ").into_bytes();
+        p.resize(1000, b'-');
+        p
+    };
+    let mut stream = Vec::new();
+    for i in 0..FRAMES {
+        stream.extend_from_slice(&shoal_tests::length_frame(&payload(i)));
+    }
+    pusher.send_raw(&stream);
+    let taken = dp.wait_for_stats("every downlink taken", WAIT, |s| {
+        s.sum("msgs_in") >= FRAMES as u64 && s.sum("msgs_out") >= FRAMES as u64
+    });
+    let total_bytes = (FRAMES * (2 + 1000)) as u64;
+    assert!(
+        taken.sum("bytes_out") < total_bytes,
+        "the downlink should still be queued in the data plane:\n{taken}"
+    );
+
+    dp.sigterm();
+    pusher.expect_eof(WAIT);
+    drop(pusher);
+    for i in 0..FRAMES {
+        let frame = reader.recv_frame(WAIT);
+        assert!(frame == payload(i), "frame {i} differs");
+    }
+    reader.expect_eof(WAIT);
+    drop(reader);
+    let status = dp.wait_exit(WAIT);
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(dp.logs_matching("drain deadline passed").is_empty());
+}

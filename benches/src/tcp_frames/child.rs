@@ -143,6 +143,7 @@ pub(super) fn run(args: &TcpFramesArgs, index: u32, count: u32) -> anyhow::Resul
                         duration: args.duration,
                         drain: args.drain,
                         recv_buffer_bytes: args.recv_buffer_bytes as usize,
+                        pacing_resolution: args.pacing_resolution,
                     },
                 };
                 spawn_pinned(

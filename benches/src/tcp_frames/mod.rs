@@ -17,7 +17,7 @@ mod plan;
 
 use std::{net::SocketAddr, time::Duration};
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
 use crate::{
@@ -42,7 +42,9 @@ frames as fast as the socket accepts them, keeping at most --window frames \
 sent but not yet seen by its receiver (--window 0: only TCP backpressure \
 limits it). Full-speed frames are stamped when the batch is written; paced \
 frames (--rate R) carry their scheduled send time, so falling behind counts \
-as latency. Paced senders are spread evenly over one interval (1/R) unless \
+as latency; they wake on a --pacing-resolution grid (a precise timerfd, not \
+the runtime's 1 ms timer), so a paced frame leaves at most about one step \
+late. Paced senders are spread evenly over one interval (1/R) unless \
 --aligned.
 
 Latency is receive time minus the stamp, for frames stamped in the measured \
@@ -69,6 +71,11 @@ pub(crate) struct TcpFramesArgs {
     /// spread evenly over one send interval.
     #[arg(long)]
     pub(crate) aligned: bool,
+
+    /// Paced senders wake on a grid of this step: senders due within one
+    /// step write together. Bounds how late a paced frame can leave.
+    #[arg(long, value_name = "DURATION", default_value = "100us", value_parser = humantime::parse_duration)]
+    pub(crate) pacing_resolution: Duration,
 
     /// Most frames a sender has in flight (sent, not yet received); 0 = unbounded.
     #[arg(long = "window", value_name = "FRAMES", default_value_t = 64)]
@@ -180,7 +187,9 @@ impl TcpFramesArgs {
 pub(crate) fn run(args: &TcpFramesArgs) -> anyhow::Result<()> {
     args.validate()?;
     match (args.child_index, args.child_count) {
-        (Some(index), Some(count)) if index < count => child::run(args, index, count),
+        (Some(index), Some(count)) if index < count => {
+            child::run(args, index, count).with_context(|| format!("child process {index}"))
+        }
         (Some(index), count) => bail!("bad child flags: index {index}, count {count:?}"),
         (None, _) => parent::run(args),
     }

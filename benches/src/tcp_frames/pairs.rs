@@ -4,9 +4,10 @@
 //! ```text
 //! connect + login every pair ──▶ Connected ──▶ wait for start ──▶ run ──▶ PairsDone
 //!
-//! sender:   sleep until start; until end: wait for window room, stamp a batch,
-//!           write it; then wait (<= drain) until the receiver saw the last
-//!           sequence number, and cancel the receiver's read
+//! sender:   sleep (on the thread's Pacer) until start + phase; until end:
+//!           wait for window room, (paced) sleep until the next frame is due,
+//!           stamp a batch, write it; then wait (<= drain) until the receiver
+//!           saw the last sequence number, and cancel the receiver's read
 //! receiver: read, decode frames, record latency of frames stamped in the
 //!           measured window, track sequence numbers
 //! ```
@@ -38,8 +39,9 @@ use super::{
     messages::{ConnectSummary, PairsCounts},
 };
 use crate::{
-    clock::{duration_ns, monotonic_ns, sleep_until_ns, until_ns},
+    clock::{duration_ns, monotonic_ns, until_ns},
     multiproc::ParentCommands,
+    pacer::Pacer,
     report::new_latency_histogram,
     wire::{parse_probe, FrameReader, Probe, ProbeFrameTemplate},
 };
@@ -58,6 +60,8 @@ pub(crate) struct TrafficPlan {
     pub(crate) duration: Duration,
     pub(crate) drain: Duration,
     pub(crate) recv_buffer_bytes: usize,
+    /// Paced sends fall on multiples of this.
+    pub(crate) pacing_resolution: Duration,
 }
 
 /// One sender/receiver pair.
@@ -208,6 +212,7 @@ struct ThreadShared {
     traffic: TrafficPlan,
     clock: RunClock,
     template: ProbeFrameTemplate,
+    pacer: Rc<Pacer>,
     histogram: RefCell<Histogram<u64>>,
 }
 
@@ -220,6 +225,13 @@ pub(crate) async fn run_thread(
     let Some(template) = ProbeFrameTemplate::new(plan.traffic.payload_bytes) else {
         let _ = events.send(ThreadEvent::Failed("payload size out of range".to_owned()));
         return;
+    };
+    let pacer = match Pacer::new(duration_ns(plan.traffic.pacing_resolution)) {
+        Ok(pacer) => pacer,
+        Err(e) => {
+            let _ = events.send(ThreadEvent::Failed(format!("cannot create a timerfd: {e}")));
+            return;
+        }
     };
     let (pairs, connect) = connect_pairs(&plan).await;
     if events.send(ThreadEvent::Connected(connect)).is_err() {
@@ -236,8 +248,10 @@ pub(crate) async fn run_thread(
         traffic: plan.traffic,
         clock: RunClock::new(start_ns, &plan.traffic),
         template,
+        pacer: Rc::clone(&pacer),
         histogram: RefCell::new(new_latency_histogram()),
     });
+    let pacer_driver = monoio::spawn(Rc::clone(&pacer).drive());
     let tasks: Vec<_> = pairs
         .into_iter()
         .map(|(sender, receiver, phase_ns)| {
@@ -261,6 +275,8 @@ pub(crate) async fn run_thread(
         counts.merge(sender.await);
         counts.merge(receiver.await);
     }
+    pacer.stop();
+    pacer_driver.await;
     let histogram = shared.histogram.replace(new_latency_histogram());
     let _ = events.send(ThreadEvent::PairsDone(counts, Box::new(histogram)));
 }
@@ -323,7 +339,7 @@ async fn run_sender(
     let mut out = Vec::with_capacity(traffic.batch_frames as usize * shared.template.frame_bytes());
     let mut seq = 0u64;
     let start_ns = clock.start_ns + phase_ns;
-    sleep_until_ns(start_ns).await;
+    shared.pacer.sleep_until(start_ns).await;
     loop {
         let now = monotonic_ns();
         if now >= clock.end_ns || pair.receiver_done.get() {
@@ -347,7 +363,8 @@ async fn run_sender(
         } else {
             let due = frames_due(start_ns, traffic.rate_per_s, now).saturating_sub(seq);
             if due == 0 {
-                sleep_until_ns(scheduled_ns(start_ns, traffic.rate_per_s, seq)).await;
+                let next_ns = scheduled_ns(start_ns, traffic.rate_per_s, seq);
+                shared.pacer.sleep_until(next_ns).await;
                 continue;
             }
             due.min(budget)
@@ -524,6 +541,7 @@ mod tests {
             duration: Duration::from_micros(1000),
             drain: Duration::ZERO,
             recv_buffer_bytes: 256,
+            pacing_resolution: Duration::from_micros(100),
         };
         let clock = RunClock::new(0, &traffic);
         let template = ProbeFrameTemplate::new(16).unwrap();
@@ -584,6 +602,7 @@ mod tests {
             duration: Duration::from_nanos(20),
             drain: Duration::from_nanos(5),
             recv_buffer_bytes: 4096,
+            pacing_resolution: Duration::from_micros(100),
         };
         let clock = RunClock::new(100, &traffic);
         assert_eq!(
