@@ -4,8 +4,8 @@
 //! Other cores are reached only through the channel mesh, with owned
 //! [`MeshMsg`]s.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::bus::{Bus, Subscriber};
 use crate::message::{CrossMessage, MeshMsg, Message, Origin};
 use crate::pool::{Payload, SlabPool};
 use crate::routes::{RouteOutcome, RouteTable};
-use crate::signal::{Kick, LocalSignal};
+use crate::signal::{Gate, Kick, LocalSignal};
 use crate::stats::{CoreStats, LogLimiter};
 
 /// Typed key of the per-core connection table.
@@ -78,6 +78,13 @@ pub(crate) struct Core {
     devices: RefCell<HashMap<Rc<str>, ConnId>>,
     senders: Option<Senders<MeshMsg>>,
     interest_kick: Kick,
+    /// Per peer: messages its full channel did not take yet, in order.
+    mesh_backlog: RefCell<Vec<VecDeque<MeshMsg>>>,
+    mesh_backlog_len: Cell<usize>,
+    mesh_backlog_kick: Kick,
+    /// Closed while a backlog exists: readers wait here (backpressure)
+    /// instead of reading more than the other cores can take.
+    pub(crate) mesh_gate: Gate,
     /// Raised when the data plane stops: accept loops end, connections
     /// drain.
     pub(crate) stopping: LocalSignal,
@@ -117,6 +124,10 @@ impl Core {
             devices: RefCell::new(HashMap::new()),
             senders,
             interest_kick: Kick::default(),
+            mesh_backlog: RefCell::new((0..peers).map(|_| VecDeque::new()).collect()),
+            mesh_backlog_len: Cell::new(0),
+            mesh_backlog_kick: Kick::default(),
+            mesh_gate: Gate::default(),
             stopping: LocalSignal::default(),
             mesh_drop_log: LogLimiter::new(Duration::from_secs(5)),
             route_log: LogLimiter::new(Duration::from_secs(5)),
@@ -324,18 +335,78 @@ impl Core {
                 origin_listener: m.origin.listener.as_deref().map(Into::into),
                 origin_device: m.origin.device.as_deref().map(Into::into),
             };
-            match senders.try_send_to(peer, MeshMsg::Publish(cross)) {
-                Ok(()) => self.stats.mesh_sent.inc(),
+            self.send_to_peer(senders, peer, MeshMsg::Publish(cross));
+        }
+    }
+
+    /// Sends at once when the channel has room and nothing waits before
+    /// it; otherwise the message joins the peer's backlog (bounded: beyond
+    /// the bound it is dropped and counted) and readers on this core pause
+    /// until the backlog is gone.
+    fn send_to_peer(&self, senders: &Senders<MeshMsg>, peer: usize, msg: MeshMsg) {
+        let mut backlog = self.mesh_backlog.borrow_mut();
+        let Some(queue) = backlog.get_mut(peer) else {
+            return;
+        };
+        let msg = if queue.is_empty() {
+            match senders.try_send_to(peer, msg) {
+                Ok(()) => {
+                    self.stats.mesh_sent.inc();
+                    return;
+                }
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) => msg,
                 Err(_) => {
+                    // The peer has stopped.
                     self.stats.mesh_drops.inc();
-                    if let Some(more) = self.mesh_drop_log.allow() {
-                        warn!(
-                            peer,
-                            suppressed = more,
-                            "channel to another core is full; message dropped"
-                        );
+                    return;
+                }
+            }
+        } else {
+            msg
+        };
+        let limit = self.settings.borrow().mesh_channel_capacity as usize * 4;
+        if self.mesh_backlog_len.get() >= limit {
+            self.stats.mesh_drops.inc();
+            if let Some(more) = self.mesh_drop_log.allow() {
+                warn!(peer, suppressed = more, "channel to another core and its backlog are full; message dropped");
+            }
+            return;
+        }
+        queue.push_back(msg);
+        self.mesh_backlog_len.set(self.mesh_backlog_len.get() + 1);
+        self.mesh_gate.close();
+        self.mesh_backlog_kick.kick();
+    }
+
+    /// Moves backlogged messages into the mesh as the peers make room,
+    /// then opens the gate for readers.
+    pub(crate) async fn run_mesh_backlog_pump(self: Rc<Self>) {
+        let Some(senders) = &self.senders else {
+            return;
+        };
+        loop {
+            self.mesh_backlog_kick.kicked().await;
+            for peer in self.other_peers() {
+                loop {
+                    let next = self
+                        .mesh_backlog
+                        .borrow_mut()
+                        .get_mut(peer)
+                        .and_then(VecDeque::pop_front);
+                    let Some(msg) = next else {
+                        break;
+                    };
+                    self.mesh_backlog_len
+                        .set(self.mesh_backlog_len.get().saturating_sub(1));
+                    if senders.send_to(peer, msg).await.is_ok() {
+                        self.stats.mesh_sent.inc();
+                    } else {
+                        self.stats.mesh_drops.inc();
                     }
                 }
+            }
+            if self.mesh_backlog_len.get() == 0 {
+                self.mesh_gate.open();
             }
         }
     }

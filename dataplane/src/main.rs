@@ -316,6 +316,7 @@ async fn core_main(
         }
     }
     glommio::spawn_local(Rc::clone(&core).run_interest_announcer()).detach();
+    glommio::spawn_local(Rc::clone(&core).run_mesh_backlog_pump()).detach();
     if !stats_interval.is_zero() {
         let core = Rc::clone(&core);
         glommio::spawn_local(async move {

@@ -91,3 +91,51 @@ impl Future for Kicked<'_> {
         Poll::Pending
     }
 }
+
+/// A gate tasks wait at while it is closed; opening wakes them all.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    closed: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Gate {
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+    }
+
+    pub(crate) fn open(&self) {
+        if self.closed.replace(false) {
+            for w in self.waiters.borrow_mut().drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Resolves once the gate is open.
+    pub(crate) fn pass(&self) -> Pass<'_> {
+        Pass { gate: self }
+    }
+}
+
+/// Future of [`Gate::pass`].
+#[derive(Debug)]
+pub(crate) struct Pass<'a> {
+    gate: &'a Gate,
+}
+
+impl Future for Pass<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.gate.closed.get() {
+            return Poll::Ready(());
+        }
+        self.gate.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    }
+}

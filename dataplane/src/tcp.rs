@@ -318,6 +318,10 @@ async fn run(
             // involved.
             unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
         }
+        if core.mesh_gate.is_closed() {
+            // Other cores cannot take more yet: read nothing until they can.
+            core.mesh_gate.pass().await;
+        }
         let mut first = [0u8; FIRST_READ_BYTES];
         let wake = {
             let readable = async { Wake::Readable(stream.read(&mut first).await) };

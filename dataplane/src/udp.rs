@@ -128,6 +128,7 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: 
     glommio::spawn_local(expire_sessions(Rc::clone(&core), Rc::clone(&rt))).detach();
     let max = rt.spec.config.max_frame_bytes as usize;
     loop {
+        core.mesh_gate.pass().await;
         let mut buf = core.pool.acquire(max + 1).await;
         let received = {
             let recv = async { Some(socket.recv_from(buf.spare_mut()).await) };

@@ -38,7 +38,9 @@ pub const STOPPED_LINE: &str = "shoal-dataplane stopped";
 /// running test (`<target>/debug/deps/<test> → <target>/debug/shoal-dataplane`).
 pub fn dataplane_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
-    let deps = exe.parent().expect("the test executable lives in a directory");
+    let deps = exe
+        .parent()
+        .expect("the test executable lives in a directory");
     let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
         deps.parent().unwrap_or(deps)
     } else {
@@ -314,7 +316,12 @@ impl CoreStats {
             .pools
             .iter()
             .find(|p| p.buffer_bytes == buffer_bytes)
-            .unwrap_or_else(|| panic!("core {} has no pool class of {buffer_bytes} bytes", self.core))
+            .unwrap_or_else(|| {
+                panic!(
+                    "core {} has no pool class of {buffer_bytes} bytes",
+                    self.core
+                )
+            })
     }
 }
 
@@ -398,7 +405,9 @@ impl Dataplane {
     /// line. A start that loses a port to another process is retried with
     /// fresh ports.
     pub fn start(config: &str) -> Self {
-        let wanted = (0..16).filter(|i| config.contains(&port_placeholder(*i))).count();
+        let wanted = (0..16)
+            .filter(|i| config.contains(&port_placeholder(*i)))
+            .count();
         let mut last_failure = String::new();
         for _attempt in 0..5 {
             let ports = free_ports(wanted);
@@ -408,7 +417,10 @@ impl Dataplane {
             }
             let mut dp = Self::spawn(&text, ports);
             match dp.stderr.wait_until(READY_TIMEOUT, |lines| {
-                lines.iter().any(|l| l.text.contains(READY_LINE)).then_some(())
+                lines
+                    .iter()
+                    .any(|l| l.text.contains(READY_LINE))
+                    .then_some(())
             }) {
                 Ok(()) => return dp,
                 Err(why) => {
@@ -439,7 +451,10 @@ impl Dataplane {
             .spawn()
             .expect("start shoal-dataplane");
         let pid = child.id();
-        let stderr = Log::capture(child.stderr.take().expect("piped stderr"), format!("dataplane {pid}"));
+        let stderr = Log::capture(
+            child.stderr.take().expect("piped stderr"),
+            format!("dataplane {pid}"),
+        );
         let stdout = Log::capture(
             child.stdout.take().expect("piped stdout"),
             format!("dataplane {pid} stdout"),
@@ -685,8 +700,14 @@ pub fn run_dataplane(args: &[&str], config: Option<&str>, timeout: Duration) -> 
         .spawn()
         .expect("start shoal-dataplane");
     let pid = child.id();
-    let stderr = Log::capture(child.stderr.take().expect("piped stderr"), format!("run {pid}"));
-    let stdout = Log::capture(child.stdout.take().expect("piped stdout"), format!("run {pid} stdout"));
+    let stderr = Log::capture(
+        child.stderr.take().expect("piped stderr"),
+        format!("run {pid}"),
+    );
+    let stdout = Log::capture(
+        child.stdout.take().expect("piped stdout"),
+        format!("run {pid} stdout"),
+    );
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -800,7 +821,11 @@ impl TcpDevice {
                     self.pending.extend_from_slice(&chunk[..n]);
                     return Ok(n);
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -827,7 +852,10 @@ impl TcpDevice {
                 return Some(frame);
             }
             match self.fill(deadline) {
-                Ok(0) => panic!("device {:?}: connection closed while waiting for a frame", self.id),
+                Ok(0) => panic!(
+                    "device {:?}: connection closed while waiting for a frame",
+                    self.id
+                ),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return None,
                 Err(e) => panic!("device {:?}: read: {e}", self.id),
@@ -846,7 +874,10 @@ impl TcpDevice {
     pub fn recv_bytes(&mut self, timeout: Duration) -> Vec<u8> {
         if self.pending.is_empty() {
             match self.fill(Instant::now() + timeout) {
-                Ok(0) => panic!("device {:?}: connection closed while waiting for bytes", self.id),
+                Ok(0) => panic!(
+                    "device {:?}: connection closed while waiting for bytes",
+                    self.id
+                ),
                 Ok(_) => {}
                 Err(e) => panic!("device {:?}: no bytes within {timeout:?}: {e}", self.id),
             }
@@ -891,27 +922,11 @@ impl TcpDevice {
                 self.id,
                 String::from_utf8_lossy(&self.pending)
             ),
-            Err(e) => panic!("device {:?}: no end of stream within {timeout:?}: {e}", self.id),
+            Err(e) => panic!(
+                "device {:?}: no end of stream within {timeout:?}: {e}",
+                self.id
+            ),
         }
-    }
-
-    /// Shrinks the socket's receive buffer (SO_RCVBUF), so that what this
-    /// device does not read backs up into the data plane quickly.
-    pub fn set_recv_buffer(&self, bytes: u32) {
-        let value = libc::c_int::try_from(bytes).expect("buffer size fits c_int");
-        let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).expect("socklen");
-        // SAFETY: setsockopt reads `len` bytes from a live c_int on our
-        // stack, on a descriptor this device owns for its whole life.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&self.stream),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                std::ptr::from_ref(&value).cast(),
-                len,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt SO_RCVBUF: {}", io::Error::last_os_error());
     }
 
     /// Half-closes: no more bytes from this side.
@@ -922,7 +937,11 @@ impl TcpDevice {
 
 /// Connects devices `ids` and waits for each one's `device online` line;
 /// returns them with the core each landed on.
-pub fn connect_devices(dp: &Dataplane, addr: SocketAddr, ids: &[String]) -> Vec<(TcpDevice, usize)> {
+pub fn connect_devices(
+    dp: &Dataplane,
+    addr: SocketAddr,
+    ids: &[String],
+) -> Vec<(TcpDevice, usize)> {
     let devices: Vec<TcpDevice> = ids.iter().map(|id| TcpDevice::connect(addr, id)).collect();
     devices
         .into_iter()
@@ -952,10 +971,16 @@ pub fn udp_recv(socket: &UdpSocket, timeout: Duration) -> Option<(Vec<u8>, Socke
         if left.is_zero() {
             return None;
         }
-        socket.set_read_timeout(Some(left)).expect("set a read timeout");
+        socket
+            .set_read_timeout(Some(left))
+            .expect("set a read timeout");
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => return Some((buf[..n].to_vec(), from)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => panic!("udp receive: {e}"),
         }
@@ -983,8 +1008,11 @@ impl FrameSink {
 
     /// Listens on `addr`.
     pub fn start_on(addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind the sink on {addr}: {e}"));
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        let listener =
+            TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind the sink on {addr}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("sink addr");
         let (tx, frames) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -1040,7 +1068,11 @@ fn read_frames(mut stream: TcpStream, tx: &mpsc::Sender<Vec<u8>>, stop: &AtomicB
         match stream.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => pending.extend_from_slice(&chunk[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return,
         }
         while pending.len() >= 2 {

@@ -61,7 +61,9 @@ fn an_oversized_frame_closes_only_that_connection() {
     bad.send_raw(&4096u16.to_be_bytes());
     bad.send_raw(&[0x55; 100]);
     bad.expect_closed(WAIT);
-    let line = dp.wait_for_line("closing connection: bad frame:", WAIT, |l| has_field(l, "device", "bad"));
+    let line = dp.wait_for_line("closing connection: bad frame:", WAIT, |l| {
+        has_field(l, "device", "bad")
+    });
     assert!(line.contains(" WARN "), "{line}");
     assert!(line.contains("max_frame_bytes"), "{line}");
 
@@ -80,11 +82,15 @@ fn an_invalid_login_id_closes_only_that_connection() {
     let peer = bad.local_addr().to_string();
     bad.send(b"plant/7");
     bad.expect_closed(WAIT);
-    let line = dp.wait_for_line("closing connection: bad frame:", WAIT, |l| has_field(l, "peer", &peer));
+    let line = dp.wait_for_line("closing connection: bad frame:", WAIT, |l| {
+        has_field(l, "peer", &peer)
+    });
     assert!(line.contains(" WARN "), "{line}");
     assert!(line.contains("login frame"), "{line}");
     assert!(
-        dp.logs_matching("device online").iter().all(|l| !l.contains("plant")),
+        dp.logs_matching("device online")
+            .iter()
+            .all(|l| !l.contains("plant")),
         "the bad id must never come online"
     );
 
@@ -112,7 +118,9 @@ fn a_line_without_its_delimiter_closes_the_connection_at_the_limit() {
 
     liner.send_raw(&[b'x'; 200]);
     liner.expect_closed(WAIT);
-    let line = dp.wait_for_line("closing connection: bad frame:", WAIT, |l| has_field(l, "device", "liner"));
+    let line = dp.wait_for_line("closing connection: bad frame:", WAIT, |l| {
+        has_field(l, "device", "liner")
+    });
     assert!(line.contains("listener=lines"), "{line}");
 
     assert_still_echoes(&mut good);
@@ -159,12 +167,17 @@ identity = { kind = "login_frame" }
     assert!(out.stderr.contains("listener[0]"), "{}", out.stderr);
     assert!(out.stderr.contains("\"tcp-meters\""), "{}", out.stderr);
     assert!(out.stderr.contains("127.0.0.1:99999"), "{}", out.stderr);
-    assert!(!out.stderr.contains("shoal-dataplane ready"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("shoal-dataplane ready"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn a_toml_syntax_error_names_the_line() {
-    let config = "[runtime]\ndrain_timeout = \"1s\"\n\n[[listener]]\nname = \"tcp\nprotocol = \"tcp\"\n";
+    let config =
+        "[runtime]\ndrain_timeout = \"1s\"\n\n[[listener]]\nname = \"tcp\nprotocol = \"tcp\"\n";
     let out = run_dataplane(&["--cores", "2"], Some(config), WAIT);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("line 5"), "{}", out.stderr);
@@ -190,7 +203,10 @@ fn check_config_accepts_the_default_config() {
     assert_eq!(printed.status.code(), Some(0), "{printed:?}");
     let out = run_dataplane(&["--check-config"], Some(&printed.stdout), WAIT);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(out.stdout.contains("config ok: 2 listeners, 0 routes"), "{out:?}");
+    assert!(
+        out.stdout.contains("config ok: 2 listeners, 0 routes"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -209,6 +225,10 @@ identity = {{ kind = "login_frame" }}
     );
     let out = run_dataplane(&["--cores", "2"], Some(&config), Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(out.stderr.contains(&format!("127.0.0.1:{port}")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("cannot bind"), "{}", out.stderr);
 }

@@ -54,7 +54,10 @@ fn connections_beyond_max_connections_are_refused() {
     let line = dp.wait_for_log("connection refused: listener is at max_connections", WAIT);
     assert!(line.contains(" WARN "), "{line}");
     assert!(has_field(&line, "max_connections", "3"), "{line}");
-    assert!(dp.logs_matching("device online").iter().all(|l| !has_field(l, "device", "d4")));
+    assert!(dp
+        .logs_matching("device online")
+        .iter()
+        .all(|l| !has_field(l, "device", "d4")));
 
     for (i, d) in first.iter_mut().enumerate() {
         assert_echoes(d, &format!("still served {i}"));
@@ -96,7 +99,9 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
 
     sleepy.expect_closed(Duration::from_secs(3));
     let closed_after = logged_in.elapsed();
-    let line = dp.wait_for_line("closing idle connection", WAIT, |l| has_field(l, "device", "sleepy"));
+    let line = dp.wait_for_line("closing idle connection", WAIT, |l| {
+        has_field(l, "device", "sleepy")
+    });
     assert!(line.contains(" INFO "), "{line}");
     assert!(
         closed_after >= Duration::from_millis(400),
@@ -170,6 +175,9 @@ action = { kind = "republish", topic = "devices/witness/down" }
     pusher.send(b"still connected");
     let stats = dp.wait_for_stats("the slow close", WAIT, |s| s.sum("slow_closes") >= 1);
     assert_eq!(stats.sum("slow_closes"), 1, "{stats}");
-    assert!(stats.sum("outbound_drops") > 0, "a full queue drops:\n{stats}");
+    assert!(
+        stats.sum("outbound_drops") > 0,
+        "a full queue drops:\n{stats}"
+    );
     assert_eq!(stats.sum("conns"), 2, "{stats}");
 }

@@ -136,7 +136,11 @@ fn buffers_return_to_their_pools_after_a_thousand_devices() {
             match sink.try_recv_frame(Duration::from_millis(200)) {
                 Some(frame) => {
                     assert_eq!(frame.len(), FRAME_BYTES);
-                    assert!(frame.starts_with(b"device "), "{:?}", String::from_utf8_lossy(&frame));
+                    assert!(
+                        frame.starts_with(b"device "),
+                        "{:?}",
+                        String::from_utf8_lossy(&frame)
+                    );
                     received += 1;
                 }
                 None => continue,
@@ -151,12 +155,20 @@ fn buffers_return_to_their_pools_after_a_thousand_devices() {
         bytes_in += run_batch(&dp, batch * BATCH, bytes_in);
     }
     let (mut sink, received) = receiver.join().expect("the receiver thread");
-    eprintln!("{DEVICES} devices sent {expected} frames in {:?}", started.elapsed());
+    eprintln!(
+        "{DEVICES} devices sent {expected} frames in {:?}",
+        started.elapsed()
+    );
 
-    let after = dp.wait_for_stats("every load connection closed", Duration::from_secs(10), |s| {
-        s.sum("conns") == baseline.sum("conns")
-    });
-    assert_eq!(received, expected, "the sink got {received} of {expected} frames:\n{after}");
+    let after = dp.wait_for_stats(
+        "every load connection closed",
+        Duration::from_secs(10),
+        |s| s.sum("conns") == baseline.sum("conns"),
+    );
+    assert_eq!(
+        received, expected,
+        "the sink got {received} of {expected} frames:\n{after}"
+    );
     assert_eq!(after.sum("accepted"), 1 + DEVICES as u64, "{after}");
     assert_eq!(after.sum("msgs_in"), expected as u64, "{after}");
     assert_eq!(after.sum("route_republished"), expected as u64, "{after}");

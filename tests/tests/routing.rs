@@ -64,7 +64,10 @@ action = { kind = "republish", topic = "devices/{device}-rx/down" }
     let after = dp.wait_for_stats("the routed messages", WAIT, |s| {
         s.sum("route_republished") >= 2 && s.sum("msgs_out") >= 2
     });
-    assert!(after.sum("mesh_sent") > 0, "the cross-core pair went over the mesh:\n{after}");
+    assert!(
+        after.sum("mesh_sent") > 0,
+        "the cross-core pair went over the mesh:\n{after}"
+    );
     assert!(after.sum("mesh_received") > 0, "{after}");
     assert_eq!(after.sum("mesh_drops"), 0, "{after}");
     assert_eq!(after.sum("msgs_in"), 2, "{after}");
@@ -109,7 +112,9 @@ action = { kind = "republish", topic = "devices/tcpdev/down" }
     std::thread::sleep(INTEREST_SETTLE);
 
     // The first datagram makes the session (and is itself routed).
-    client.send_to(b"hello, I am udp", udp_listener).expect("send");
+    client
+        .send_to(b"hello, I am udp", udp_listener)
+        .expect("send");
     let line = dp.wait_for_line("udp device online", WAIT, |l| {
         shoal_tests::has_field(l, "device", &client_id)
     });
@@ -121,16 +126,27 @@ action = { kind = "republish", topic = "devices/tcpdev/down" }
     tcpdev.send(b"downlink for udp");
     let (datagram, from) = udp_recv(&client, WAIT).expect("a downlink datagram");
     assert_eq!(datagram, b"downlink for udp");
-    assert_eq!(from, udp_listener, "downlink leaves from the listener's socket");
+    assert_eq!(
+        from, udp_listener,
+        "downlink leaves from the listener's socket"
+    );
 
     // UDP → TCP again, on the existing session.
-    client.send_to(b"uplink for tcp", udp_listener).expect("send");
+    client
+        .send_to(b"uplink for tcp", udp_listener)
+        .expect("send");
     assert_eq!(tcpdev.recv_frame(WAIT), b"uplink for tcp");
     assert!(udp_recv(&client, Duration::from_millis(100)).is_none());
 
-    let stats = dp.wait_for_stats("the routed messages", WAIT, |s| s.sum("route_republished") >= 3);
+    let stats = dp.wait_for_stats("the routed messages", WAIT, |s| {
+        s.sum("route_republished") >= 3
+    });
     assert_eq!(stats.sum("msgs_in"), 3, "{stats}");
-    assert_eq!(stats.sum("conns"), 2, "one tcp connection and one udp session:\n{stats}");
+    assert_eq!(
+        stats.sum("conns"),
+        2,
+        "one tcp connection and one udp session:\n{stats}"
+    );
 }
 
 #[test]
@@ -171,14 +187,20 @@ action = { kind = "forward_udp", address = "UDP_UPSTREAM" }
     dp.device_core("other", WAIT);
 
     meter.send(b"reading 42");
-    assert_eq!(tcp_upstream.recv(WAIT).expect("a forwarded frame"), b"reading 42");
+    assert_eq!(
+        tcp_upstream.recv(WAIT).expect("a forwarded frame"),
+        b"reading 42"
+    );
     let (datagram, _) = udp_recv(&udp_upstream, WAIT).expect("a forwarded datagram");
     assert_eq!(datagram, b"reading 42");
 
     // A device the routes do not name reaches neither upstream.
     other.send(b"not for upstreams");
     meter.send(b"reading 43");
-    assert_eq!(tcp_upstream.recv(WAIT).expect("a forwarded frame"), b"reading 43");
+    assert_eq!(
+        tcp_upstream.recv(WAIT).expect("a forwarded frame"),
+        b"reading 43"
+    );
     let (datagram, _) = udp_recv(&udp_upstream, WAIT).expect("a forwarded datagram");
     assert_eq!(datagram, b"reading 43");
     assert!(tcp_upstream.recv(Duration::from_millis(100)).is_none());

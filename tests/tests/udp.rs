@@ -72,7 +72,9 @@ fn two_frames_in_one_datagram_reach_the_subscriber() {
 
     assert_eq!(sub.recv_frame(WAIT), b"temperature=21.5");
     assert_eq!(sub.recv_frame(WAIT), b"humidity=40");
-    let line = dp.wait_for_line("udp device online", WAIT, |l| has_field(l, "device", "meter7"));
+    let line = dp.wait_for_line("udp device online", WAIT, |l| {
+        has_field(l, "device", "meter7")
+    });
     assert!(line.contains("listener=udp-meters"), "{line}");
 
     // The same session carries the next datagram.
@@ -128,7 +130,9 @@ fn malformed_datagrams_are_dropped_and_counted() {
     // A frame that claims more bytes than the datagram holds.
     let mut truncated = 10u16.to_be_bytes().to_vec();
     truncated.extend_from_slice(b"abc");
-    meter.send_to(&datagram("m1", &truncated), dp.addr(1)).expect("send");
+    meter
+        .send_to(&datagram("m1", &truncated), dp.addr(1))
+        .expect("send");
     // An id that is not valid.
     meter
         .send_to(&datagram("m/1", &length_frame(b"x")), dp.addr(1))
@@ -153,11 +157,17 @@ fn an_idle_udp_session_ends() {
         .send_to(&datagram("nap", &length_frame(b"hello")), dp.addr(1))
         .expect("send");
     assert_eq!(sub.recv_frame(WAIT), b"hello");
-    let line = dp.wait_for_line("udp device idle; session ended", WAIT, |l| has_field(l, "device", "nap"));
+    let line = dp.wait_for_line("udp device idle; session ended", WAIT, |l| {
+        has_field(l, "device", "nap")
+    });
     assert!(line.contains("listener=udp-meters"), "{line}");
     let stats = dp.wait_for_stats("the ended session", WAIT, |s| s.sum("idle_timeouts") >= 1);
     assert_eq!(stats.sum("idle_timeouts"), 1, "{stats}");
-    assert_eq!(stats.sum("conns"), 1, "only the subscriber is left:\n{stats}");
+    assert_eq!(
+        stats.sum("conns"),
+        1,
+        "only the subscriber is left:\n{stats}"
+    );
 
     // The device comes back with a new session.
     meter
@@ -172,17 +182,15 @@ fn an_idle_udp_session_ends() {
             datagrams reach both cores (new source address) gets two sessions and every \
             downlink twice, once to a stale address (dataplane/src/udp.rs session_for)"]
 fn a_device_that_changes_address_gets_each_downlink_once_at_its_latest_address() {
-    let dp = Dataplane::start(
-        &CONFIG.replace("@IDLE@", "5m").replace(
-            "[[route]]",
-            r#"[[route]]
+    let dp = Dataplane::start(&CONFIG.replace("@IDLE@", "5m").replace(
+        "[[route]]",
+        r#"[[route]]
 name = "commands"
 filter = "devices/ctl/up"
 action = { kind = "republish", topic = "devices/roamer/down" }
 
 [[route]]"#,
-        ),
-    );
+    ));
     let (mut ctl, _) = connect_devices(&dp, dp.addr(0), &["ctl".to_owned()])
         .pop()
         .expect("one device");
@@ -192,7 +200,9 @@ action = { kind = "republish", topic = "devices/roamer/down" }
     let addresses: Vec<UdpSocket> = (0..16).map(|_| udp_socket()).collect();
     for (i, socket) in addresses.iter().enumerate() {
         let body = length_frame(format!("reading {i}").as_bytes());
-        socket.send_to(&datagram("roamer", &body), dp.addr(1)).expect("send");
+        socket
+            .send_to(&datagram("roamer", &body), dp.addr(1))
+            .expect("send");
         // Far enough apart that "latest" is the same on every core.
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -213,5 +223,9 @@ action = { kind = "republish", topic = "devices/roamer/down" }
         "one downlink, to the latest address; sessions made: {sessions:#?}"
     );
     let stats = dp.stats();
-    assert_eq!(stats.sum("conns"), 2, "one tcp device and one udp session:\n{stats}");
+    assert_eq!(
+        stats.sum("conns"),
+        2,
+        "one tcp device and one udp session:\n{stats}"
+    );
 }
