@@ -44,6 +44,12 @@ pub(crate) trait Connection {
     fn begin_drain(&self);
 }
 
+/// A connection whose writes were deferred to the end of a batch.
+pub(crate) trait DeferredFlush {
+    /// Writes what was queued during the batch.
+    fn flush_deferred(&self);
+}
+
 /// An entry of the connection table.
 pub(crate) struct ConnEntry {
     pub(crate) listener: Rc<str>,
@@ -90,6 +96,10 @@ pub(crate) struct Core {
     pub(crate) stopping: LocalSignal,
     mesh_drop_log: LogLimiter,
     route_log: LogLimiter,
+    /// Nesting depth of the current write batch.
+    batch_depth: Cell<u32>,
+    /// Connections to flush when the batch ends.
+    deferred: RefCell<Vec<Rc<dyn DeferredFlush>>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -131,6 +141,8 @@ impl Core {
             stopping: LocalSignal::default(),
             mesh_drop_log: LogLimiter::new(Duration::from_secs(5)),
             route_log: LogLimiter::new(Duration::from_secs(5)),
+            batch_depth: Cell::new(0),
+            deferred: RefCell::new(Vec::new()),
         }
     }
 
@@ -243,6 +255,39 @@ impl Core {
         for c in &conns {
             f(c);
         }
+    }
+
+    // ----- write batches ----------------------------------------------
+
+    /// Starts a batch: deliveries queue their bytes, and each connection
+    /// is written once, with one vectored write, when the batch ends.
+    pub(crate) fn begin_batch(&self) {
+        self.batch_depth.set(self.batch_depth.get() + 1);
+    }
+
+    /// Ends a batch; the outermost end flushes the deferred connections.
+    pub(crate) fn end_batch(&self) {
+        let depth = self.batch_depth.get().saturating_sub(1);
+        self.batch_depth.set(depth);
+        if depth > 0 {
+            return;
+        }
+        let mut list = std::mem::take(&mut *self.deferred.borrow_mut());
+        for conn in list.drain(..) {
+            conn.flush_deferred();
+        }
+        let mut deferred = self.deferred.borrow_mut();
+        if deferred.is_empty() {
+            *deferred = list;
+        }
+    }
+
+    pub(crate) fn in_batch(&self) -> bool {
+        self.batch_depth.get() > 0
+    }
+
+    pub(crate) fn defer_flush(&self, conn: Rc<dyn DeferredFlush>) {
+        self.deferred.borrow_mut().push(conn);
     }
 
     // ----- bus ----------------------------------------------------------

@@ -309,7 +309,16 @@ async fn core_main(
             let core = Rc::clone(&core);
             glommio::spawn_local(async move {
                 while let Some(msg) = rx.recv().await {
+                    // Take what else is already there in the same write batch.
+                    core.begin_batch();
                     core.on_mesh(peer, msg);
+                    for _ in 0..256 {
+                        match futures_lite::future::poll_once(rx.recv()).await {
+                            Some(Some(msg)) => core.on_mesh(peer, msg),
+                            _ => break,
+                        }
+                    }
+                    core.end_batch();
                 }
             })
             .detach();

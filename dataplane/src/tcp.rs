@@ -25,7 +25,7 @@ use shoal_protocols::framing::{Decoded, Framer, MAX_HEADER_BYTES};
 use tracing::{debug, info, warn};
 
 use crate::bus::{Deliver, Subscriber};
-use crate::core::{CloseReason, ConnId, Connection, Core};
+use crate::core::{CloseReason, ConnId, Connection, Core, DeferredFlush};
 use crate::listener::ListenerSpec;
 use crate::message::{Message, Origin};
 use crate::outq::{recv_nonblocking, send_vectored, OutQueue, Segment};
@@ -138,6 +138,33 @@ struct TcpConn {
     draining: Cell<bool>,
     write_closed: Cell<bool>,
     write_failed: Cell<bool>,
+    /// Queued in the current write batch, to be flushed when it ends.
+    flush_deferred: Cell<bool>,
+    /// This connection, for the core's list of deferred flushes.
+    me: std::rc::Weak<TcpConn>,
+}
+
+impl DeferredFlush for TcpConn {
+    fn flush_deferred(&self) {
+        self.flush_deferred.set(false);
+        if self.write_closed.get() || self.write_failed.get() {
+            return;
+        }
+        let result = self.out.borrow_mut().write_to(self.fd);
+        match result {
+            Ok((empty, written)) => {
+                self.core.stats.bytes_out.add(written as u64);
+                if !empty {
+                    // The socket is full: the task waits until it drains.
+                    self.kick.kick();
+                }
+            }
+            Err(_) => {
+                self.write_failed.set(true);
+                self.kick.kick();
+            }
+        }
+    }
 }
 
 impl Deliver for TcpConn {
@@ -155,6 +182,20 @@ impl Deliver for TcpConn {
         let header = header.get(..header_len).unwrap_or_default();
         let total = header_len + msg.payload.len() + self.trailer().len();
         let mut out = self.out.borrow_mut();
+        if self.core.in_batch() {
+            if !out.has_room(total) {
+                stats.outbound_drops.inc();
+                return;
+            }
+            stats.messages_out.inc();
+            out.push_rest(&self.segments(header, &msg.payload), 0);
+            if !self.flush_deferred.replace(true) {
+                if let Some(me) = self.me.upgrade() {
+                    self.core.defer_flush(me);
+                }
+            }
+            return;
+        }
         if out.is_empty() {
             let parts = [header, msg.payload.as_slice(), self.trailer()];
             let written = match send_vectored(self.fd, parts, None) {
@@ -227,7 +268,7 @@ enum End {
 async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limit = core.settings.borrow().outbound_queue_bytes as usize;
-    let conn = Rc::new(TcpConn {
+    let conn = Rc::new_cyclic(|me| TcpConn {
         core: Rc::clone(&core),
         rt: Rc::clone(&rt),
         fd: stream.as_raw_fd(),
@@ -238,6 +279,8 @@ async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, pee
         draining: Cell::new(false),
         write_closed: Cell::new(false),
         write_failed: Cell::new(false),
+        flush_deferred: Cell::new(false),
+        me: me.clone(),
     });
     let id = core.add_conn(Rc::clone(&rt.name), Rc::clone(&conn) as Rc<dyn Connection>);
     let mut session = Session {
@@ -470,25 +513,12 @@ async fn frames(
     let framer = &conn.rt.framer;
     let filled = buf.len();
     let shared = Rc::new(buf);
-    let mut pos = 0;
-    while pos < filled {
-        let rest = shared.filled().get(pos..).unwrap_or_default();
-        match framer.decode(rest) {
-            Ok(Decoded::Frame { frame, consumed }) => {
-                let range = pos + frame.payload.start..pos + frame.payload.end;
-                pos += consumed;
-                handle_frame(
-                    core,
-                    conn,
-                    id,
-                    session,
-                    Payload::new(Rc::clone(&shared), range),
-                )?;
-            }
-            Ok(Decoded::Incomplete) => break,
-            Err(e) => return Err(End::Frame(e.to_string())),
-        }
-    }
+    // Everything the frames of this read send to other connections is
+    // written once per connection, when the batch ends.
+    core.begin_batch();
+    let decoded = decode_all(core, conn, id, session, &shared);
+    core.end_batch();
+    let pos = decoded?;
     if pos == filled {
         return Ok(None);
     }
@@ -512,6 +542,39 @@ async fn frames(
             Ok(Some(fresh))
         }
     }
+}
+
+/// Handles every complete frame at the start of `shared`; returns the
+/// bytes consumed.
+fn decode_all(
+    core: &Rc<Core>,
+    conn: &Rc<TcpConn>,
+    id: ConnId,
+    session: &mut Session,
+    shared: &Rc<PoolBuf>,
+) -> Result<usize, End> {
+    let framer = &conn.rt.framer;
+    let filled = shared.len();
+    let mut pos = 0;
+    while pos < filled {
+        let rest = shared.filled().get(pos..).unwrap_or_default();
+        match framer.decode(rest) {
+            Ok(Decoded::Frame { frame, consumed }) => {
+                let range = pos + frame.payload.start..pos + frame.payload.end;
+                pos += consumed;
+                handle_frame(
+                    core,
+                    conn,
+                    id,
+                    session,
+                    Payload::new(Rc::clone(shared), range),
+                )?;
+            }
+            Ok(Decoded::Incomplete) => break,
+            Err(e) => return Err(End::Frame(e.to_string())),
+        }
+    }
+    Ok(pos)
 }
 
 fn handle_frame(
