@@ -80,11 +80,11 @@ fn connections_beyond_max_connections_are_refused() {
 #[test]
 fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
     let dp = Dataplane::start(&echo_config(100, "500ms"));
+    let connecting = Instant::now();
     let mut sleepy = TcpDevice::connect(dp.addr(0), "sleepy");
     let mut busy = TcpDevice::connect(dp.addr(0), "busy");
     dp.device_core("sleepy", WAIT);
     dp.device_core("busy", WAIT);
-    let logged_in = Instant::now();
 
     let chatter = thread::spawn(move || {
         let until = Instant::now() + Duration::from_secs(2);
@@ -98,18 +98,18 @@ fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
     });
 
     sleepy.expect_closed(Duration::from_secs(3));
-    let closed_after = logged_in.elapsed();
+    let closed_after = connecting.elapsed();
     let line = dp.wait_for_line("closing idle connection", WAIT, |l| {
         has_field(l, "device", "sleepy")
     });
     assert!(line.contains(" INFO "), "{line}");
     assert!(
-        closed_after >= Duration::from_millis(400),
+        closed_after >= Duration::from_millis(500),
         "closed after {closed_after:?}, before its idle timeout"
     );
 
     let (mut busy, sent) = chatter.join().expect("the busy device kept talking");
-    assert!(sent >= 8, "only {sent} frames in 2 s");
+    assert!(sent >= 5, "only {sent} frames in 2 s");
     assert_echoes(&mut busy, "still open after 2 s");
     assert!(dp.logs_matching("closing idle connection").len() == 1);
 
@@ -180,4 +180,79 @@ action = { kind = "republish", topic = "devices/witness/down" }
         "a full queue drops:\n{stats}"
     );
     assert_eq!(stats.sum("conns"), 2, "{stats}");
+}
+
+#[test]
+#[ignore = "data-plane bug: TcpConn::flush_deferred (dataplane/src/tcp.rs) writes the \
+            outbound queue while the connection task's flush() has a copy of the queue \
+            front in flight; the stale copy is sent again and as many unsent bytes are \
+            consumed, corrupting the downlink stream at a frame boundary"]
+fn a_slow_reader_gets_every_downlink_intact_and_in_order() {
+    let dp = Dataplane::start(
+        r#"
+[runtime]
+outbound_queue_bytes = 16777216
+write_stall_timeout = "10s"
+
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:@port0@"
+framing = { kind = "length_field", width = 2 }
+identity = { kind = "login_frame" }
+
+[[route]]
+name = "push"
+filter = "devices/pusher/up"
+action = { kind = "republish", topic = "devices/reader/down" }
+"#,
+    );
+    let mut pusher = TcpDevice::connect(dp.addr(0), "pusher");
+    dp.device_core("pusher", WAIT);
+
+    // Each round a fresh `reader` connection gets 6 MB of numbered frames
+    // while it does not read: more than the sockets hold, so the rest
+    // waits in the outbound queue, and new downlink keeps arriving while
+    // the socket fills up. Then it reads them all.
+    const ROUNDS: usize = 6;
+    const FRAMES: usize = 6000;
+    let payload = |round: usize, i: usize| {
+        let mut p = format!("downlink {round}/{i:05} ").into_bytes();
+        p.resize(1000, b'-');
+        p
+    };
+    for round in 0..ROUNDS {
+        // A new login of `reader` takes over (and closes) the previous one.
+        let mut reader = TcpDevice::connect(dp.addr(0), "reader");
+        dp.wait_for_logs("device online", round + 2, WAIT);
+        thread::sleep(shoal_tests::INTEREST_SETTLE);
+        let before = dp.stats();
+        let bytes: Vec<u8> = (0..FRAMES)
+            .flat_map(|i| shoal_tests::length_frame(&payload(round, i)))
+            .collect();
+        pusher.send_raw(&bytes);
+        let taken = before.sum("msgs_out") + FRAMES as u64;
+        let queued =
+            dp.wait_for_stats("every downlink taken", WAIT, |s| s.sum("msgs_out") >= taken);
+        assert!(
+            queued.sum("bytes_out") - before.sum("bytes_out") < (FRAMES * 1002) as u64,
+            "some downlink should wait in the outbound queue:\n{queued}"
+        );
+        let deadline = Instant::now() + WAIT;
+        for i in 0..FRAMES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = reader.try_recv_frame(left).unwrap_or_else(|| {
+                panic!("round {round}: only {i} of {FRAMES} frames arrived in time")
+            });
+            assert!(
+                frame == payload(round, i),
+                "round {round}: frame {i} differs: {} bytes, starting {:?}",
+                frame.len(),
+                String::from_utf8_lossy(&frame[..frame.len().min(24)])
+            );
+        }
+    }
+    let stats = dp.stats();
+    assert_eq!(stats.sum("outbound_drops"), 0, "{stats}");
+    assert_eq!(stats.sum("mesh_drops"), 0, "{stats}");
 }

@@ -1,0 +1,472 @@
+//! The `shoal-dataplane` process: its binary, config file and ports, a
+//! running instance ([`Dataplane`]) and one-shot runs ([`run_dataplane`]).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::log::{core_of, has_field, Log};
+use crate::stats::{CoreStats, Stats};
+use crate::{CORES, READY_LINE, STATS_INTERVAL};
+
+/// How long a data plane gets to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Path of the `shoal-dataplane` binary built in the same target dir as the
+/// running test (`<target>/debug/deps/<test> → <target>/debug/shoal-dataplane`).
+pub fn dataplane_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    let deps = exe
+        .parent()
+        .expect("the test executable lives in a directory");
+    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap_or(deps)
+    } else {
+        deps
+    };
+    let bin = profile_dir.join(format!("shoal-dataplane{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        bin.display()
+    );
+    bin
+}
+
+// ----- temporary config files ------------------------------------------
+
+/// A config file in the temp dir, removed on drop.
+#[derive(Debug)]
+pub struct TempConfig {
+    path: PathBuf,
+}
+
+impl TempConfig {
+    /// Writes `text` to a fresh file.
+    pub fn new(text: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "shoal-e2e-{}-{}-{nanos}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).expect("write the config file");
+        Self { path }
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+// ----- free ports ------------------------------------------------------
+
+/// `n` distinct loopback ports that were free for both TCP and UDP a
+/// moment ago.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral tcp port");
+        let port = tcp.local_addr().expect("local addr").port();
+        // The same port must be free for UDP too: placeholders serve both.
+        if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
+            ports.push(port);
+            held.push((tcp, udp));
+        }
+    }
+    ports
+}
+
+// ----- the data plane process ------------------------------------------
+
+/// A running `shoal-dataplane --cores 2 --stats-interval 200ms --config ...`,
+/// killed on drop if it is still running.
+#[derive(Debug)]
+pub struct Dataplane {
+    child: Child,
+    stderr: Log,
+    stdout: Log,
+    ports: Vec<u16>,
+    status: Option<ExitStatus>,
+    _config: TempConfig,
+}
+
+impl Dataplane {
+    /// Starts the data plane with `config`, in which `@port0@`, `@port1@`,
+    /// ... are replaced by free loopback ports, and waits for its ready
+    /// line. A start that loses a port to another process is retried with
+    /// fresh ports.
+    pub fn start(config: &str) -> Self {
+        let wanted = (0..16)
+            .filter(|i| config.contains(&port_placeholder(*i)))
+            .max()
+            .map_or(0, |last| last + 1);
+        let mut last_failure = String::new();
+        for _attempt in 0..5 {
+            let ports = free_ports(wanted);
+            let mut text = config.to_owned();
+            for (i, port) in ports.iter().enumerate() {
+                text = text.replace(&port_placeholder(i), &port.to_string());
+            }
+            let mut dp = Self::spawn(&text, ports);
+            match dp.stderr.wait_until(READY_TIMEOUT, |lines| {
+                lines
+                    .iter()
+                    .any(|l| l.text.contains(READY_LINE))
+                    .then_some(())
+            }) {
+                Ok(()) => return dp,
+                Err(why) => {
+                    eprintln!("not ready ({why}); threads:\n{}", thread_states(dp.pid()));
+                    let status = dp.exit_or_kill(Duration::from_secs(5));
+                    last_failure = format!("{why}; exit {status}:\n{}", dp.stderr.text());
+                    if !last_failure.contains("cannot bind") {
+                        break;
+                    }
+                }
+            }
+        }
+        panic!("the data plane did not start: {last_failure}");
+    }
+
+    fn spawn(config: &str, ports: Vec<u16>) -> Self {
+        let file = TempConfig::new(config);
+        let mut child = Command::new(dataplane_bin())
+            .arg("--cores")
+            .arg(CORES.to_string())
+            .arg("--stats-interval")
+            .arg(STATS_INTERVAL)
+            .arg("--config")
+            .arg(file.path())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start shoal-dataplane");
+        let pid = child.id();
+        let stderr = Log::capture(
+            child.stderr.take().expect("piped stderr"),
+            format!("dataplane {pid}"),
+        );
+        let stdout = Log::capture(
+            child.stdout.take().expect("piped stdout"),
+            format!("dataplane {pid} stdout"),
+        );
+        Self {
+            child,
+            stderr,
+            stdout,
+            ports,
+            status: None,
+            _config: file,
+        }
+    }
+
+    /// The port that replaced `@port{i}@`.
+    pub fn port(&self, i: usize) -> u16 {
+        self.ports[i]
+    }
+
+    /// `127.0.0.1:` the port that replaced `@port{i}@`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port(i)))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its stderr (the log).
+    pub fn log(&self) -> &Log {
+        &self.stderr
+    }
+
+    /// Its stdout.
+    pub fn stdout(&self) -> &Log {
+        &self.stdout
+    }
+
+    /// Log lines so far that contain `pattern`.
+    pub fn logs_matching(&self, pattern: &str) -> Vec<String> {
+        self.stderr
+            .lines()
+            .into_iter()
+            .filter(|l| l.text.contains(pattern))
+            .map(|l| l.text)
+            .collect()
+    }
+
+    /// Waits for a log line containing `pattern`; returns it.
+    pub fn wait_for_log(&self, pattern: &str, timeout: Duration) -> String {
+        self.wait_for_line(pattern, timeout, |_| true)
+    }
+
+    /// Waits for a log line containing `pattern` for which `also` holds.
+    pub fn wait_for_line(
+        &self,
+        pattern: &str,
+        timeout: Duration,
+        also: impl Fn(&str) -> bool,
+    ) -> String {
+        self.stderr
+            .wait_until(timeout, |lines| {
+                lines
+                    .iter()
+                    .find(|l| l.text.contains(pattern) && also(&l.text))
+                    .map(|l| l.text.clone())
+            })
+            .unwrap_or_else(|why| panic!("no log line with {pattern:?} ({why})"))
+    }
+
+    /// Waits until `count` log lines contain `pattern`; returns them.
+    pub fn wait_for_logs(&self, pattern: &str, count: usize, timeout: Duration) -> Vec<String> {
+        self.stderr
+            .wait_until(timeout, |lines| {
+                let found: Vec<String> = lines
+                    .iter()
+                    .filter(|l| l.text.contains(pattern))
+                    .map(|l| l.text.clone())
+                    .collect();
+                (found.len() >= count).then_some(found)
+            })
+            .unwrap_or_else(|why| {
+                let seen = self.logs_matching(pattern).len();
+                panic!("wanted {count} log lines with {pattern:?}, saw {seen} ({why})")
+            })
+    }
+
+    /// The core whose thread logged `device online ... device=ID` (TCP or
+    /// UDP), waiting for the line.
+    pub fn device_core(&self, device: &str, timeout: Duration) -> usize {
+        let line = self.wait_for_line("device online", timeout, |l| has_field(l, "device", device));
+        core_of(&line).unwrap_or_else(|| panic!("not logged by a core thread: {line}"))
+    }
+
+    /// The latest stats line of every core, each read after `since`.
+    pub fn stats_after(&self, since: Instant, timeout: Duration) -> Stats {
+        self.stderr
+            .wait_until(timeout, |lines| {
+                let mut latest: Vec<Option<CoreStats>> = vec![None; CORES];
+                for line in lines.iter().rev().take_while(|l| l.at > since) {
+                    if let Some(s) = CoreStats::parse(line) {
+                        if let Some(slot) = latest.get_mut(s.core) {
+                            if slot.is_none() {
+                                *slot = Some(s);
+                            }
+                        }
+                    }
+                }
+                latest.into_iter().collect::<Option<Vec<_>>>()
+            })
+            .map(|cores| Stats { cores })
+            .unwrap_or_else(|why| panic!("no fresh stats line from every core ({why})"))
+    }
+
+    /// Stats printed after this call.
+    pub fn stats(&self) -> Stats {
+        self.stats_after(Instant::now(), Duration::from_secs(5))
+    }
+
+    /// Waits for stats (printed after this call) for which `done` holds.
+    pub fn wait_for_stats(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Stats) -> bool,
+    ) -> Stats {
+        let deadline = Instant::now() + timeout;
+        let mut since = Instant::now();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let stats = self.stats_after(since, left.max(Duration::from_secs(1)));
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stats never showed {what} within {timeout:?}; last:\n{stats}"
+            );
+            since = stats.cores.iter().map(|c| c.at).max().unwrap_or(since);
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&mut self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `signal` to the process, unless it has been reaped already.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        assert!(self.try_status().is_none(), "the data plane already exited");
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) only sends a signal; the pid is our own child,
+        // which has not been reaped (checked above), so it names no other
+        // process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", io::Error::last_os_error());
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to exit, then kills it.
+    fn exit_or_kill(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait for the killed data plane");
+        self.status = Some(status);
+        status
+    }
+
+    /// Waits for the process to exit and for its output to be read.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.try_status() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                panic!("the data plane did not exit within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        // The capture threads end with the pipes; give them a moment.
+        let _ = self
+            .stderr
+            .wait_until(Duration::from_secs(2), |_| None::<()>);
+        let _ = self
+            .stdout
+            .wait_until(Duration::from_secs(2), |_| None::<()>);
+        status
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Name, state and wait channel of every thread of process `pid`, from
+/// /proc (for the message of a data plane that does not start).
+pub fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("process {pid} is gone");
+    };
+    let mut out = String::new();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let read = |name: &str| {
+            std::fs::read_to_string(path.join(name))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        let stat = read("stat");
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_owned();
+        out.push_str(&format!(
+            "  {} {:?} state={state} wchan={}\n",
+            task.file_name().to_string_lossy(),
+            read("comm"),
+            read("wchan")
+        ));
+    }
+    out
+}
+
+fn port_placeholder(i: usize) -> String {
+    format!("@port{i}@")
+}
+
+/// What a finished run of the binary printed.
+#[derive(Debug)]
+pub struct RunOutput {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+/// Runs the binary with `args` (and `--config FILE` holding `config`, if
+/// given) to its end, killing it after `timeout`.
+pub fn run_dataplane(args: &[&str], config: Option<&str>, timeout: Duration) -> RunOutput {
+    let file = config.map(TempConfig::new);
+    let mut command = Command::new(dataplane_bin());
+    command.args(args);
+    if let Some(f) = &file {
+        command.arg("--config").arg(f.path());
+    }
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shoal-dataplane");
+    let pid = child.id();
+    let stderr = Log::capture(
+        child.stderr.take().expect("piped stderr"),
+        format!("run {pid}"),
+    );
+    let stdout = Log::capture(
+        child.stdout.take().expect("piped stdout"),
+        format!("run {pid} stdout"),
+    );
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shoal-dataplane {args:?} did not exit within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    for log in [&stderr, &stdout] {
+        let _ = log.wait_until(Duration::from_secs(2), |_| None::<()>);
+    }
+    RunOutput {
+        status,
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+    }
+}
