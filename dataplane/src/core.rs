@@ -413,7 +413,11 @@ impl Core {
         if self.mesh_backlog_len.get() >= limit {
             self.stats.mesh_drops.inc();
             if let Some(more) = self.mesh_drop_log.allow() {
-                warn!(peer, suppressed = more, "channel to another core and its backlog are full; message dropped");
+                warn!(
+                    peer,
+                    suppressed = more,
+                    "channel to another core and its backlog are full; message dropped"
+                );
             }
             return;
         }

@@ -42,6 +42,7 @@ pub(crate) struct TcpUpstream {
     stopped: LocalSignal,
     connected: Cell<bool>,
     drop_log: LogLimiter,
+    connect_log: LogLimiter,
 }
 
 impl TcpUpstream {
@@ -63,6 +64,7 @@ impl TcpUpstream {
             stopped: LocalSignal::default(),
             connected: Cell::new(false),
             drop_log: LogLimiter::new(Duration::from_secs(5)),
+            connect_log: LogLimiter::new(Duration::from_secs(5)),
         });
         glommio::spawn_local(Rc::clone(&up).run()).detach();
         up
@@ -90,7 +92,7 @@ impl TcpUpstream {
                     }
                 }
                 Some(Err(e)) => {
-                    if let Some(more) = self.drop_log.allow() {
+                    if let Some(more) = self.connect_log.allow() {
                         warn!(route = %self.route, upstream = %self.addr, suppressed = more, "cannot reach forward upstream: {e}");
                     }
                 }

@@ -165,11 +165,16 @@ impl SlabPool {
         if class.buffer_bytes != detached.data.len() {
             return None;
         }
-        if class.allocated.get() < class.capacity {
-            class.allocated.set(class.allocated.get() + 1);
-        } else if class.free.borrow_mut().pop().is_none() {
-            class.exhausted.set(class.exhausted.get() + 1);
-            return None;
+        // The adopted buffer takes the place of a free one when there is
+        // one (which is released), so the pool holds no more buffers than
+        // its peak use needs.
+        if class.free.borrow_mut().pop().is_none() {
+            if class.allocated.get() < class.capacity {
+                class.allocated.set(class.allocated.get() + 1);
+            } else {
+                class.exhausted.set(class.exhausted.get() + 1);
+                return None;
+            }
         }
         class.mark_in_use();
         Some(PoolBuf {

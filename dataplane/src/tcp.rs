@@ -140,6 +140,9 @@ struct TcpConn {
     write_failed: Cell<bool>,
     /// Queued in the current write batch, to be flushed when it ends.
     flush_deferred: Cell<bool>,
+    /// The task is waiting for the socket to take the queue's front: only
+    /// it may write until then.
+    write_blocked: Cell<bool>,
     /// This connection, for the core's list of deferred flushes.
     me: std::rc::Weak<TcpConn>,
 }
@@ -147,7 +150,7 @@ struct TcpConn {
 impl DeferredFlush for TcpConn {
     fn flush_deferred(&self) {
         self.flush_deferred.set(false);
-        if self.write_closed.get() || self.write_failed.get() {
+        if self.write_closed.get() || self.write_failed.get() || self.write_blocked.get() {
             return;
         }
         let result = self.out.borrow_mut().write_to(self.fd);
@@ -280,6 +283,7 @@ async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, pee
         write_closed: Cell::new(false),
         write_failed: Cell::new(false),
         flush_deferred: Cell::new(false),
+        write_blocked: Cell::new(false),
         me: me.clone(),
     });
     let id = core.add_conn(Rc::clone(&rt.name), Rc::clone(&conn) as Rc<dyn Connection>);
@@ -405,27 +409,50 @@ async fn run(
 /// the peer does not read.
 async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<(), End> {
     let stall = core.settings.borrow().write_stall_timeout;
+    let deadline = Instant::now() + stall;
     loop {
         let (empty, written) = conn.out.borrow_mut().write_to(conn.fd).map_err(End::Io)?;
         core.stats.bytes_out.add(written as u64);
         if empty {
             return Ok(());
         }
+        // The socket is full. Wait until it takes the front bytes; while
+        // this task owns the write, nothing else writes the queue.
         let front = conn.out.borrow().front().to_vec();
-        let write = async { Some(stream.write(&front).await) };
-        let timeout = async {
-            glommio::timer::sleep(stall).await;
-            None
+        conn.write_blocked.set(true);
+        let write = async { Wait::Written(stream.write(&front).await) };
+        let kicked = async {
+            conn.kick.kicked().await;
+            Wait::Kicked
         };
-        match write.or(timeout).await {
-            Some(Ok(n)) => {
+        let timeout = async {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            Wait::Stalled
+        };
+        let waited = write.or(kicked).or(timeout).await;
+        conn.write_blocked.set(false);
+        match waited {
+            Wait::Written(Ok(n)) => {
                 core.stats.bytes_out.add(n as u64);
                 conn.out.borrow_mut().consume(n);
             }
-            Some(Err(e)) => return Err(End::Io(e)),
-            None => return Err(End::WriteStalled),
+            Wait::Written(Err(e)) => return Err(End::Io(e)),
+            Wait::Kicked => {
+                if let Some(reason) = conn.close.borrow_mut().take() {
+                    return Err(End::Closed(reason));
+                }
+                // More was queued, or a drain began: keep writing; the
+                // caller looks at the drain once the queue is out.
+            }
+            Wait::Stalled => return Err(End::WriteStalled),
         }
     }
+}
+
+enum Wait {
+    Written(io::Result<usize>),
+    Kicked,
+    Stalled,
 }
 
 /// A buffer holding `buf`'s bytes (or a fresh one) with room for at least
@@ -443,9 +470,7 @@ async fn with_room(
         return Ok(buf);
     }
     let hint = framer.frame_len_hint(buf.filled());
-    let needed = hint
-        .unwrap_or(buf.capacity() * 2)
-        .max(buf.len() + spare);
+    let needed = hint.unwrap_or(buf.capacity() * 2).max(buf.len() + spare);
     if needed > core.pool.largest_buffer_bytes() {
         return Err(End::Frame(format!(
             "a frame needs more than {} bytes",

@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use shoal_protocols::framing::{Decoded, Framer, MAX_HEADER_BYTES};
 use tracing::{debug, info, warn};
 
 use crate::bus::{Deliver, Subscriber};
-use crate::core::Core;
+use crate::core::{CloseReason, ConnId, Connection, Core};
 use crate::listener::ListenerSpec;
 use crate::message::{Message, Origin};
 use crate::outq::send_vectored;
@@ -85,6 +85,10 @@ pub(crate) fn bind(spec: &Arc<ListenerSpec>) -> Result<(UdpSocket, Rc<UdpListene
 /// One device seen on a UDP listener.
 struct UdpSession {
     core: Rc<Core>,
+    /// The listener (weak: the listener owns its sessions).
+    rt: Weak<UdpListenerRt>,
+    /// Its entry in the core's connection table.
+    conn_id: Cell<Option<ConnId>>,
     fd: RawFd,
     framer: Option<Framer>,
     addr: Cell<SocketAddr>,
@@ -92,6 +96,46 @@ struct UdpSession {
     up_topic: Rc<str>,
     device: Rc<str>,
     subscription: RefCell<Option<(String, Subscriber)>>,
+}
+
+impl Connection for UdpSession {
+    /// Ends the session (the device was seen again elsewhere, or the data
+    /// plane stops).
+    fn close(&self, reason: CloseReason) {
+        if let Some(rt) = self.rt.upgrade() {
+            let mine = rt
+                .sessions
+                .borrow()
+                .get(&self.device)
+                .is_some_and(|s| std::ptr::eq(Rc::as_ptr(s), self));
+            if mine {
+                rt.sessions.borrow_mut().remove(&self.device);
+            }
+            info!(listener = %rt.name, device = %self.device, ?reason, "udp session ended");
+        }
+        self.end();
+    }
+
+    /// A UDP session has nothing in flight to wait for.
+    fn begin_drain(&self) {
+        self.close(CloseReason::Shutdown);
+    }
+}
+
+impl UdpSession {
+    /// Unsubscribes and leaves the connection table; runs once.
+    fn end(&self) {
+        let Some(id) = self.conn_id.take() else {
+            return;
+        };
+        if let Some((filter, sub)) = self.subscription.borrow_mut().take() {
+            self.core.unsubscribe(&filter, &sub);
+        }
+        if let Some(rt) = self.rt.upgrade() {
+            rt.spec.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.core.remove_conn(id);
+    }
 }
 
 impl Deliver for UdpSession {
@@ -167,7 +211,7 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: 
     }
     let sessions: Vec<Rc<UdpSession>> = rt.sessions.borrow_mut().drain().map(|(_, s)| s).collect();
     for s in sessions {
-        end_session(&core, &rt, &s);
+        s.end();
     }
     debug!(listener = %rt.name, "stopped receiving");
 }
@@ -254,6 +298,8 @@ fn session_for(
     let device: Rc<str> = device.into();
     let session = Rc::new(UdpSession {
         core: Rc::clone(core),
+        rt: Rc::downgrade(rt),
+        conn_id: Cell::new(None),
         fd: rt.fd,
         framer: rt.framer.clone(),
         addr: Cell::new(peer),
@@ -266,19 +312,19 @@ fn session_for(
     let sub: Subscriber = Rc::clone(&session) as Subscriber;
     core.subscribe(&filter, Rc::clone(&sub));
     *session.subscription.borrow_mut() = Some((filter, sub));
-    core.stats.accepted.inc();
-    core.stats.connections.inc();
-    rt.sessions.borrow_mut().insert(device, Rc::clone(&session));
+    let id = core.add_conn(
+        Rc::clone(&rt.name),
+        Rc::clone(&session) as Rc<dyn Connection>,
+    );
+    session.conn_id.set(Some(id));
+    rt.sessions
+        .borrow_mut()
+        .insert(Rc::clone(&device), Rc::clone(&session));
     info!(listener = %rt.name, %peer, device = %session.device, "udp device online");
+    // The same device seen earlier on another core (a new address hashes
+    // elsewhere) or on another listener is taken over.
+    core.device_online(id, device);
     Ok(session)
-}
-
-fn end_session(core: &Core, rt: &UdpListenerRt, s: &UdpSession) {
-    if let Some((filter, sub)) = s.subscription.borrow_mut().take() {
-        core.unsubscribe(&filter, &sub);
-    }
-    rt.spec.open.fetch_sub(1, Ordering::Relaxed);
-    core.stats.connections.dec();
 }
 
 async fn expire_sessions(core: Rc<Core>, rt: Rc<UdpListenerRt>) {
@@ -308,7 +354,7 @@ async fn expire_sessions(core: Rc<Core>, rt: Rc<UdpListenerRt>) {
         for s in expired {
             core.stats.idle_timeouts.inc();
             info!(listener = %rt.name, device = %s.device, "udp device idle; session ended");
-            end_session(&core, &rt, &s);
+            s.end();
         }
     }
 }

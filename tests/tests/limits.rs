@@ -183,10 +183,6 @@ action = { kind = "republish", topic = "devices/witness/down" }
 }
 
 #[test]
-#[ignore = "data-plane bug: TcpConn::flush_deferred (dataplane/src/tcp.rs) writes the \
-            outbound queue while the connection task's flush() has a copy of the queue \
-            front in flight; the stale copy is sent again and as many unsent bytes are \
-            consumed, corrupting the downlink stream at a frame boundary"]
 fn a_slow_reader_gets_every_downlink_intact_and_in_order() {
     let dp = Dataplane::start(
         r#"

@@ -132,10 +132,6 @@ fn sigint_stops_an_idle_data_plane() {
 }
 
 #[test]
-#[ignore = "data-plane bug: TcpConn::flush_deferred (dataplane/src/tcp.rs) writes the \
-            outbound queue while the connection task's flush() has a copy of the queue \
-            front in flight; the stale copy is sent again and as many unsent bytes are \
-            consumed, corrupting the downlink stream at a frame boundary"]
 fn downlink_queued_before_sigterm_is_delivered_before_the_half_close() {
     let mut dp = Dataplane::start(
         r#"

@@ -178,9 +178,6 @@ fn an_idle_udp_session_ends() {
 }
 
 #[test]
-#[ignore = "data-plane bug: UDP sessions are per core, so a payload_prefix device whose \
-            datagrams reach both cores (new source address) gets two sessions and every \
-            downlink twice, once to a stale address (dataplane/src/udp.rs session_for)"]
 fn a_device_that_changes_address_gets_each_downlink_once_at_its_latest_address() {
     let dp = Dataplane::start(&CONFIG.replace("@IDLE@", "5m").replace(
         "[[route]]",
