@@ -144,7 +144,7 @@ struct TcpConn {
     /// it may write until then.
     write_blocked: Cell<bool>,
     /// This connection, for the core's list of deferred flushes.
-    me: std::rc::Weak<TcpConn>,
+    me: std::rc::Weak<Self>,
 }
 
 impl DeferredFlush for TcpConn {
