@@ -39,7 +39,7 @@ const READ_CHUNK_BYTES: usize = 512;
 /// Bytes a connection waiting for input reads into its own small buffer
 /// (part of its task) before it takes a pool buffer. The wait is a
 /// readiness poll: an idle connection holds no pool or kernel-side buffer.
-const FIRST_READ_BYTES: usize = 64;
+const FIRST_READ_BYTES: usize = 256;
 
 /// A TCP listener as one core runs it.
 pub(crate) struct TcpListenerRt {
