@@ -33,6 +33,8 @@ pub(crate) enum CloseReason {
     TakenOver,
     /// The data plane is stopping and the drain deadline passed.
     Shutdown,
+    /// Its listener was removed and the drain deadline passed.
+    ListenerRemoved,
 }
 
 /// What the core can ask of any connection, whatever its protocol.
@@ -188,6 +190,16 @@ impl Core {
 
     pub(crate) fn conn_count(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// Connections of one listener (to drain it when it is removed).
+    pub(crate) fn conns_of(&self, listener: &str) -> Vec<Rc<dyn Connection>> {
+        self.conns
+            .borrow()
+            .iter()
+            .filter(|(_, e)| &*e.listener == listener)
+            .map(|(_, e)| Rc::clone(&e.conn))
+            .collect()
     }
 
     /// Records that connection `id` is device `device`; an older connection

@@ -48,6 +48,15 @@ use crate::core::{CloseReason, Core};
 use crate::message::MeshMsg;
 use crate::pool::SlabPool;
 
+/// What the main thread asks of a core while it runs: the two phases of
+/// applying a new config.
+#[derive(Debug)]
+enum CoreControl {
+    Prepare(Arc<ApplyPlan>),
+    Commit,
+    Abort,
+}
+
 /// Shoal's data plane.
 #[derive(Debug, Parser)]
 #[command(name = "shoal-dataplane", version, about)]
@@ -58,6 +67,8 @@ struct Cli {
     cores: Option<usize>,
     /// TOML config file. Without it the embedded default config runs
     /// (loopback only: raw TCP on 127.0.0.1:7000, raw UDP on 127.0.0.1:7001).
+    /// SIGHUP reads it again and applies it on every core, or refuses it
+    /// (and keeps the running config) when it is invalid.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Print one line of figures per core this often (0s: never).
@@ -149,6 +160,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
     let heartbeats: Arc<Vec<AtomicU64>> = Arc::new((0..cores).map(|_| AtomicU64::new(0)).collect());
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // A second signal while draining ends the process at once.
@@ -157,19 +169,28 @@ fn run(cli: Cli) -> Result<(), String> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+        .map_err(|e| format!("cannot install signal handler: {e}"))?;
 
     let mesh = (cores > 1).then(|| {
         MeshBuilder::<MeshMsg, _>::full(cores, plan.config.runtime.mesh_channel_capacity as usize)
     });
-    let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+    let (reply_tx, replies) = mpsc::channel::<(usize, Result<(), String>)>();
     let mut threads = Vec::new();
+    let mut controls = Vec::new();
     for (index, &cpu) in cpus.iter().take(cores).enumerate() {
+        let (control_tx, control) = mpsc::channel::<CoreControl>();
+        controls.push(control_tx);
+        let link = CoreLink {
+            index,
+            reply: reply_tx.clone(),
+            control,
+            stop: Arc::clone(&stop),
+            heartbeats: Arc::clone(&heartbeats),
+            stats_interval: cli.stats_interval,
+        };
         let plan = Arc::clone(&plan);
         let mesh = mesh.clone();
-        let ready = ready_tx.clone();
-        let stop = Arc::clone(&stop);
-        let heartbeats = Arc::clone(&heartbeats);
-        let stats_interval = cli.stats_interval;
         let handle = std::thread::Builder::new()
             .name(format!("shoal-core-{index}"))
             .spawn(move || {
@@ -179,7 +200,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 let executor = match executor {
                     Ok(e) => e,
                     Err(e) => {
-                        let _ = ready.send((
+                        let _ = link.reply.send((
                             index,
                             Err(format!(
                                 "core {index}: cannot start an executor on CPU {cpu}: {e}"
@@ -188,36 +209,19 @@ fn run(cli: Cli) -> Result<(), String> {
                         return;
                     }
                 };
-                executor.run(core_main(
-                    index,
-                    plan,
-                    mesh,
-                    ready,
-                    stop,
-                    heartbeats,
-                    stats_interval,
-                ));
+                executor.run(core_main(link, plan, mesh));
             })
             .map_err(|e| format!("cannot start core thread {index}: {e}"))?;
         threads.push(handle);
     }
-    drop(ready_tx);
+    drop(reply_tx);
 
-    for _ in 0..cores {
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok((_, Ok(()))) => {}
-            Ok((_, Err(e))) => {
-                // Cores that did start hold sockets and the mesh; a failed
-                // start ends the whole process.
-                eprintln!("shoal-dataplane: {e}");
-                error!("{e}");
-                std::process::exit(1);
-            }
-            Err(_) => {
-                eprintln!("shoal-dataplane: cores did not start within 30s");
-                std::process::exit(1);
-            }
-        }
+    if let Err(e) = collect_replies(&replies, cores) {
+        // Cores that did start hold sockets and the mesh; a failed start
+        // ends the whole process.
+        eprintln!("shoal-dataplane: {e}");
+        error!("{e}");
+        std::process::exit(1);
     }
     let listeners: Vec<String> = plan
         .listeners
@@ -227,7 +231,16 @@ fn run(cli: Cli) -> Result<(), String> {
     info!(cores, listeners = ?listeners, "shoal-dataplane ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    supervise(&threads, &stop, &heartbeats);
+    let mut supervisor = Supervisor {
+        config_path: cli.config,
+        plan,
+        controls,
+        replies,
+        stop,
+        reload,
+        heartbeats,
+    };
+    supervisor.run(&threads);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for t in threads {
         let _ = t.join();
@@ -236,50 +249,143 @@ fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits on the main thread until the cores end. Under systemd's watchdog,
-/// pings it only while every core's heartbeat moves, so a stuck executor
-/// gets the service restarted.
-fn supervise(threads: &[std::thread::JoinHandle<()>], stop: &AtomicBool, heartbeats: &[AtomicU64]) {
-    let watchdog = sd_notify::watchdog_enabled();
-    let period = watchdog.map_or(Duration::from_millis(200), |w| {
-        (w / 2).max(Duration::from_millis(100))
-    });
-    let mut last: Vec<u64> = heartbeats
-        .iter()
-        .map(|h| h.load(Ordering::Relaxed))
-        .collect();
-    let mut stopping_told = false;
-    while !threads.iter().all(|t| t.is_finished()) {
-        std::thread::sleep(period);
-        if stop.load(Ordering::Relaxed) && !stopping_told {
-            stopping_told = true;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+/// Waits for one reply from each of `cores` cores; the first error wins.
+fn collect_replies(
+    replies: &mpsc::Receiver<(usize, Result<(), String>)>,
+    cores: usize,
+) -> Result<(), String> {
+    let mut first_error = None;
+    for _ in 0..cores {
+        match replies.recv_timeout(Duration::from_secs(30)) {
+            Ok((_, Ok(()))) => {}
+            Ok((_, Err(e))) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => return Err("a core did not answer within 30s".into()),
         }
-        let now: Vec<u64> = heartbeats
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The main thread's side of the running data plane.
+struct Supervisor {
+    config_path: Option<PathBuf>,
+    plan: Arc<ApplyPlan>,
+    controls: Vec<mpsc::Sender<CoreControl>>,
+    replies: mpsc::Receiver<(usize, Result<(), String>)>,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    heartbeats: Arc<Vec<AtomicU64>>,
+}
+
+impl Supervisor {
+    /// Runs until the cores end: applies reloads (SIGHUP) and, under
+    /// systemd's watchdog, pings it only while every core's heartbeat
+    /// moves, so a stuck executor gets the service restarted.
+    fn run(&mut self, threads: &[std::thread::JoinHandle<()>]) {
+        let watchdog = sd_notify::watchdog_enabled();
+        let period = watchdog.map_or(Duration::from_millis(100), |w| {
+            (w / 2).clamp(Duration::from_millis(20), Duration::from_millis(100))
+        });
+        let mut last: Vec<u64> = self
+            .heartbeats
             .iter()
             .map(|h| h.load(Ordering::Relaxed))
             .collect();
-        if watchdog.is_some() && now.iter().zip(&last).all(|(n, l)| n != l) {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        let mut last_ping = Instant::now();
+        let mut stopping_told = false;
+        while !threads.iter().all(|t| t.is_finished()) {
+            std::thread::sleep(period);
+            if self.stop.load(Ordering::Relaxed) {
+                if !stopping_told {
+                    stopping_told = true;
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+                }
+            } else if self.reload.swap(false, Ordering::Relaxed) {
+                self.apply_reload();
+            }
+            if let Some(w) = watchdog {
+                if last_ping.elapsed() >= w / 2 {
+                    let now: Vec<u64> = self
+                        .heartbeats
+                        .iter()
+                        .map(|h| h.load(Ordering::Relaxed))
+                        .collect();
+                    if now.iter().zip(&last).all(|(n, l)| n != l) {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                    last = now;
+                    last_ping = Instant::now();
+                }
+            }
         }
-        last = now;
+    }
+
+    /// Reads the config file again and applies it on every core in two
+    /// phases; a config that is invalid, or that any core cannot prepare,
+    /// is refused and the running one stays.
+    fn apply_reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            warn!("SIGHUP: running the embedded default config, nothing to reload (start with --config FILE)");
+            return;
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        let next = load_config(Some(&path)).and_then(|p| self.plan.next(p.config));
+        let result = next.and_then(|plan| {
+            let plan = Arc::new(plan);
+            for c in &self.controls {
+                let _ = c.send(CoreControl::Prepare(Arc::clone(&plan)));
+            }
+            match collect_replies(&self.replies, self.controls.len()) {
+                Ok(()) => {
+                    for c in &self.controls {
+                        let _ = c.send(CoreControl::Commit);
+                    }
+                    Ok(plan)
+                }
+                Err(e) => {
+                    for c in &self.controls {
+                        let _ = c.send(CoreControl::Abort);
+                    }
+                    Err(format!("config {}: {e}", path.display()))
+                }
+            }
+        });
+        match result {
+            Ok(plan) => {
+                info!(version = plan.version, config = %path.display(), "config reloaded");
+                self.plan = plan;
+            }
+            Err(e) => error!(
+                running_version = self.plan.version,
+                "config reload refused, the running config stays: {e}"
+            ),
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     }
 }
 
-async fn core_main(
+/// What a core thread gets from the main thread.
+struct CoreLink {
     index: usize,
-    plan: Arc<ApplyPlan>,
-    mesh: Option<MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>>,
-    ready: mpsc::Sender<(usize, Result<(), String>)>,
+    reply: mpsc::Sender<(usize, Result<(), String>)>,
+    control: mpsc::Receiver<CoreControl>,
     stop: Arc<AtomicBool>,
     heartbeats: Arc<Vec<AtomicU64>>,
     stats_interval: Duration,
+}
+
+async fn core_main(
+    link: CoreLink,
+    plan: Arc<ApplyPlan>,
+    mesh: Option<MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>>,
 ) {
+    let index = link.index;
     let (senders, receivers) = match mesh {
         Some(m) => match m.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
             Err(_) => {
-                let _ = ready.send((
+                let _ = link.reply.send((
                     index,
                     Err(format!("core {index}: cannot join the channel mesh")),
                 ));
@@ -294,16 +400,18 @@ async fn core_main(
         SlabPool::new(&plan.config.pools),
         plan.config.runtime.clone(),
     ));
-    match apply::prepare(&core, &plan) {
+    let mut applied = apply::Applied::default();
+    match apply::prepare(&core, &plan, &applied) {
         Ok(prepared) => {
-            apply::commit(&core, prepared);
-            let _ = ready.send((index, Ok(())));
+            apply::commit(&core, prepared, &mut applied);
+            let _ = link.reply.send((index, Ok(())));
         }
         Err(e) => {
-            let _ = ready.send((index, Err(e)));
+            let _ = link.reply.send((index, Err(e)));
             return;
         }
     }
+    drop(plan);
     if let Some(mut receivers) = receivers {
         for (peer, rx) in receivers.streams() {
             let core = Rc::clone(&core);
@@ -326,19 +434,48 @@ async fn core_main(
     }
     glommio::spawn_local(Rc::clone(&core).run_interest_announcer()).detach();
     glommio::spawn_local(Rc::clone(&core).run_mesh_backlog_pump()).detach();
-    if !stats_interval.is_zero() {
+    if !link.stats_interval.is_zero() {
         let core = Rc::clone(&core);
+        let interval = link.stats_interval;
         glommio::spawn_local(async move {
             loop {
-                glommio::timer::sleep(stats_interval).await;
+                glommio::timer::sleep(interval).await;
                 info!(target: "shoal::stats", "{}", core.figures());
             }
         })
         .detach();
     }
-    while !stop.load(Ordering::Relaxed) {
-        if let Some(h) = heartbeats.get(index) {
+    let mut pending: Option<apply::Prepared> = None;
+    while !link.stop.load(Ordering::Relaxed) {
+        if let Some(h) = link.heartbeats.get(index) {
             h.fetch_add(1, Ordering::Relaxed);
+        }
+        while let Ok(control) = link.control.try_recv() {
+            match control {
+                CoreControl::Prepare(plan) => {
+                    if let Some(stale) = pending.take() {
+                        stale.abort();
+                    }
+                    let reply = match apply::prepare(&core, &plan, &applied) {
+                        Ok(prepared) => {
+                            pending = Some(prepared);
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("core {index}: {e}")),
+                    };
+                    let _ = link.reply.send((index, reply));
+                }
+                CoreControl::Commit => {
+                    if let Some(prepared) = pending.take() {
+                        apply::commit(&core, prepared, &mut applied);
+                    }
+                }
+                CoreControl::Abort => {
+                    if let Some(prepared) = pending.take() {
+                        prepared.abort();
+                    }
+                }
+            }
         }
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
