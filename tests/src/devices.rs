@@ -1,5 +1,5 @@
 //! Devices and upstreams made of std sockets: a length-framed TCP device,
-//! UDP helpers, and a TCP server decoding forwarded frames.
+//! pairs of them, UDP helpers, and a TCP server decoding forwarded frames.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::process::Dataplane;
+use crate::{INTEREST_SETTLE, WAIT};
 
 /// How a connection ended, as the client saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +39,39 @@ pub fn length_frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Takes the first whole length frame off the front of `pending` and
+/// returns its payload; `None` while the frame is incomplete.
+fn take_length_frame(pending: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let header = pending.get(..2)?;
+    let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
+    let frame = pending.get(2..2 + len)?.to_vec();
+    pending.drain(..2 + len);
+    Some(frame)
+}
+
+/// Whether a socket call failed only because its timeout ran out or a
+/// signal interrupted it, so that it may simply be tried again.
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 impl TcpDevice {
     /// Connects and sends `id` as the login frame.
     pub fn connect(addr: SocketAddr, id: &str) -> Self {
         let mut device = Self::connect_raw(addr);
         device.send(id.as_bytes());
         device.id = id.to_owned();
+        device
+    }
+
+    /// Connects to the data plane's first listener (`@port0@`), logs in as
+    /// `id` and waits for its `device online` line.
+    pub fn login(dp: &Dataplane, id: &str) -> Self {
+        let device = Self::connect(dp.addr(0), id);
+        dp.device_core(id, WAIT);
         device
     }
 
@@ -99,26 +127,10 @@ impl TcpDevice {
                     self.pending.extend_from_slice(&chunk[..n]);
                     return Ok(n);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_transient(&e) => {}
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    fn take_frame(&mut self) -> Option<Vec<u8>> {
-        let header = self.pending.get(..2)?;
-        let len = usize::from(u16::from_be_bytes([header[0], header[1]]));
-        if self.pending.len() < 2 + len {
-            return None;
-        }
-        let frame = self.pending[2..2 + len].to_vec();
-        self.pending.drain(..2 + len);
-        Some(frame)
     }
 
     /// The next frame's payload, or `None` when none came within `timeout`.
@@ -126,7 +138,7 @@ impl TcpDevice {
     pub fn try_recv_frame(&mut self, timeout: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(frame) = self.take_frame() {
+            if let Some(frame) = take_length_frame(&mut self.pending) {
                 return Some(frame);
             }
             match self.fill(deadline) {
@@ -161,6 +173,18 @@ impl TcpDevice {
             }
         }
         std::mem::take(&mut self.pending)
+    }
+
+    /// Sends `payload` and asserts that the same comes back (through an
+    /// echo route) within [`WAIT`].
+    pub fn assert_echo(&mut self, payload: &[u8]) {
+        self.send(payload);
+        assert_eq!(
+            self.recv_frame(WAIT),
+            payload,
+            "device {:?}: another echo",
+            self.id
+        );
     }
 
     /// Asserts that no frame arrives within `wait`.
@@ -218,16 +242,65 @@ impl TcpDevice {
 pub fn connect_devices(
     dp: &Dataplane,
     addr: SocketAddr,
-    ids: &[String],
+    ids: &[impl AsRef<str>],
 ) -> Vec<(TcpDevice, usize)> {
-    let devices: Vec<TcpDevice> = ids.iter().map(|id| TcpDevice::connect(addr, id)).collect();
+    let devices: Vec<TcpDevice> = ids
+        .iter()
+        .map(|id| TcpDevice::connect(addr, id.as_ref()))
+        .collect();
     devices
         .into_iter()
         .map(|d| {
-            let core = dp.device_core(&d.id, Duration::from_secs(5));
+            let core = dp.device_core(&d.id, WAIT);
             (d, core)
         })
         .collect()
+}
+
+/// A device `NAME` and its receiver `NAME-rx`, to which the
+/// [`Route::pair`](crate::Route::pair) route delivers its uplink.
+#[derive(Debug)]
+pub struct DevicePair {
+    /// `NAME`.
+    pub sender: TcpDevice,
+    /// The core `sender` landed on.
+    pub sender_core: usize,
+    /// `NAME-rx`.
+    pub receiver: TcpDevice,
+    /// The core `receiver` landed on.
+    pub receiver_core: usize,
+}
+
+impl DevicePair {
+    /// Whether its two devices landed on different cores, so that its
+    /// messages cross the mesh.
+    pub fn crosses_cores(&self) -> bool {
+        self.sender_core != self.receiver_core
+    }
+}
+
+/// Connects a [`DevicePair`] for each of `names` to the first listener
+/// (`@port0@`), each sender before its receiver, waits for them to come
+/// online and lets their subscriptions settle.
+pub fn connect_pairs(dp: &Dataplane, names: &[impl AsRef<str>]) -> Vec<DevicePair> {
+    let ids: Vec<String> = names
+        .iter()
+        .flat_map(|name| [name.as_ref().to_owned(), format!("{}-rx", name.as_ref())])
+        .collect();
+    let mut devices = connect_devices(dp, dp.addr(0), &ids).into_iter();
+    let mut pairs = Vec::with_capacity(names.len());
+    while let (Some((sender, sender_core)), Some((receiver, receiver_core))) =
+        (devices.next(), devices.next())
+    {
+        pairs.push(DevicePair {
+            sender,
+            sender_core,
+            receiver,
+            receiver_core,
+        });
+    }
+    thread::sleep(INTEREST_SETTLE);
+    pairs
 }
 
 /// A UDP socket on loopback with an ephemeral port.
@@ -249,12 +322,7 @@ pub fn udp_recv(socket: &UdpSocket, timeout: Duration) -> Option<(Vec<u8>, Socke
             .expect("set a read timeout");
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => return Some((buf[..n].to_vec(), from)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_transient(&e) => {}
             Err(e) => panic!("udp receive: {e}"),
         }
     }
@@ -341,20 +409,10 @@ fn read_frames(mut stream: TcpStream, tx: &mpsc::Sender<Vec<u8>>, stop: &AtomicB
         match stream.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => pending.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_transient(&e) => {}
             Err(_) => return,
         }
-        while pending.len() >= 2 {
-            let len = usize::from(u16::from_be_bytes([pending[0], pending[1]]));
-            if pending.len() < 2 + len {
-                break;
-            }
-            let frame = pending[2..2 + len].to_vec();
-            pending.drain(..2 + len);
+        while let Some(frame) = take_length_frame(&mut pending) {
             if tx.send(frame).is_err() {
                 return;
             }

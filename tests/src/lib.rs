@@ -1,30 +1,39 @@
 //! Helpers for the end-to-end tests in `tests/`: start the real
 //! `shoal-dataplane` binary with a config, watch its log, read its stats
-//! lines, and drive it with plain std sockets acting as devices and
-//! upstreams.
+//! lines, drive it with plain std sockets acting as devices and upstreams,
+//! and run the workspace's other binaries to their end.
 //!
 //! Every wait here is bounded: a helper that runs out of time panics with
 //! what it was waiting for, and the data plane's log is echoed to the test's
 //! stderr (shown when a test fails).
 //!
-//! - [`process`]: the binary, its config file, free ports, [`Dataplane`].
+//! - [`config`]: configs built from listeners and routes ([`Config`]).
+//! - [`process`]: the binaries, config files, free ports, [`Dataplane`],
+//!   one-shot runs ([`run_bin`]).
 //! - [`log`]: captured output lines and what a log line says.
 //! - [`stats`]: the per-core stats lines, parsed.
-//! - [`devices`]: TCP and UDP devices, and a TCP upstream.
+//! - [`devices`]: TCP and UDP devices, device pairs, and a TCP upstream.
+//! - [`downlink`]: bursts of downlink for a device that is not reading.
 
 use std::time::Duration;
 
+pub mod config;
 pub mod devices;
+pub mod downlink;
 pub mod log;
 pub mod process;
 pub mod stats;
 
+pub use config::{Config, Listener, Route};
 pub use devices::{
-    connect_devices, length_frame, udp_recv, udp_socket, Closed, FrameSink, TcpDevice,
+    connect_devices, connect_pairs, length_frame, udp_recv, udp_socket, Closed, DevicePair,
+    FrameSink, TcpDevice,
 };
+pub use downlink::{burst_config, DownlinkBurst, BURST_FRAMES};
 pub use log::{core_of, has_field, thread_of, Log, LogLine};
 pub use process::{
-    dataplane_bin, free_ports, run_dataplane, thread_states, Dataplane, RunOutput, TempConfig,
+    dataplane_bin, free_ports, run_bin, run_dataplane, thread_states, workspace_bin, Dataplane,
+    RunOutput, TempConfig,
 };
 pub use stats::{CoreStats, PoolFigures, Stats};
 
@@ -33,6 +42,10 @@ pub const CORES: usize = 2;
 
 /// Stats interval passed to every data plane of the suite.
 pub const STATS_INTERVAL: &str = "200ms";
+
+/// How long the suite waits for anything that should happen promptly: a
+/// login line, a frame, a stats line showing a count.
+pub const WAIT: Duration = Duration::from_secs(5);
 
 /// The ready line's marker.
 pub const READY_LINE: &str = "shoal-dataplane ready";

@@ -1,7 +1,10 @@
-//! The `shoal-dataplane` process: its binary, config file and ports, a
-//! running instance ([`Dataplane`]) and one-shot runs ([`run_dataplane`]).
+//! The workspace's binaries as processes: `shoal-dataplane` with its config
+//! file and ports, a running instance ([`Dataplane`]), and one-shot runs of
+//! any of the binaries ([`run_bin`], [`run_dataplane`]).
 
-use std::io;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,14 +14,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::log::{core_of, has_field, Log};
 use crate::stats::{CoreStats, Stats};
-use crate::{CORES, READY_LINE, STATS_INTERVAL};
+use crate::{CORES, READY_LINE, STATS_INTERVAL, STOPPED_LINE, WAIT};
 
 /// How long a data plane gets to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Path of the `shoal-dataplane` binary built in the same target dir as the
-/// running test (`<target>/debug/deps/<test> → <target>/debug/shoal-dataplane`).
-pub fn dataplane_bin() -> PathBuf {
+/// How long the capture threads get to read the last output of a process
+/// that has exited.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Path of the workspace binary `name` built in the same target dir as the
+/// running test (`<target>/debug/deps/<test> → <target>/debug/<name>`).
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     let deps = exe
         .parent()
@@ -28,13 +35,41 @@ pub fn dataplane_bin() -> PathBuf {
     } else {
         deps
     };
-    let bin = profile_dir.join(format!("shoal-dataplane{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build --workspace --bins` first",
         bin.display()
     );
     bin
+}
+
+/// Path of the `shoal-dataplane` binary (see [`workspace_bin`]).
+pub fn dataplane_bin() -> PathBuf {
+    workspace_bin("shoal-dataplane")
+}
+
+/// Starts `command` with `RUST_LOG=info`, the given stdin and both output
+/// streams captured (echoed to the test's stderr as `tag`); returns the
+/// child with its stderr and stdout logs.
+fn spawn_captured(command: &mut Command, stdin: Stdio, tag: &str) -> (Child, Log, Log) {
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", command.get_program().to_string_lossy()));
+    let pid = child.id();
+    let stderr = Log::capture(
+        child.stderr.take().expect("piped stderr"),
+        format!("{tag} {pid}"),
+    );
+    let stdout = Log::capture(
+        child.stdout.take().expect("piped stdout"),
+        format!("{tag} {pid} stdout"),
+    );
+    (child, stderr, stdout)
 }
 
 // ----- temporary config files ------------------------------------------
@@ -108,11 +143,13 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
-    /// Starts the data plane with `config`, in which `@port0@`, `@port1@`,
-    /// ... are replaced by free loopback ports, and waits for its ready
-    /// line. A start that loses a port to another process is retried with
-    /// fresh ports.
-    pub fn start(config: &str) -> Self {
+    /// Starts the data plane with `config` (TOML text or a
+    /// [`Config`](crate::Config)), in which `@port0@`, `@port1@`, ... are
+    /// replaced by free loopback ports, and waits for its ready line. A
+    /// start that loses a port to another process is retried with fresh
+    /// ports.
+    pub fn start(config: impl fmt::Display) -> Self {
+        let config = config.to_string();
         let wanted = (0..16)
             .filter(|i| config.contains(&port_placeholder(*i)))
             .max()
@@ -120,7 +157,7 @@ impl Dataplane {
         let mut last_failure = String::new();
         for _attempt in 0..5 {
             let ports = free_ports(wanted);
-            let mut text = config.to_owned();
+            let mut text = config.clone();
             for (i, port) in ports.iter().enumerate() {
                 text = text.replace(&port_placeholder(i), &port.to_string());
             }
@@ -147,27 +184,16 @@ impl Dataplane {
 
     fn spawn(config: &str, ports: Vec<u16>) -> Self {
         let file = TempConfig::new(config);
-        let mut child = Command::new(dataplane_bin())
-            .arg("--cores")
-            .arg(CORES.to_string())
-            .arg("--stats-interval")
-            .arg(STATS_INTERVAL)
-            .arg("--config")
-            .arg(file.path())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shoal-dataplane");
-        let pid = child.id();
-        let stderr = Log::capture(
-            child.stderr.take().expect("piped stderr"),
-            format!("dataplane {pid}"),
-        );
-        let stdout = Log::capture(
-            child.stdout.take().expect("piped stdout"),
-            format!("dataplane {pid} stdout"),
+        let (child, stderr, stdout) = spawn_captured(
+            Command::new(dataplane_bin())
+                .arg("--cores")
+                .arg(CORES.to_string())
+                .arg("--stats-interval")
+                .arg(STATS_INTERVAL)
+                .arg("--config")
+                .arg(file.path()),
+            Stdio::null(),
+            "dataplane",
         );
         Self {
             child,
@@ -308,6 +334,16 @@ impl Dataplane {
         }
     }
 
+    /// Waits (up to [`WAIT`]) for stats in which the counter `name`,
+    /// summed over the cores, has reached `count`, and asserts that it did
+    /// not go past it.
+    pub fn wait_for_sum(&self, name: &str, count: u64) -> Stats {
+        let stats =
+            self.wait_for_stats(&format!("{name} = {count}"), WAIT, |s| s.sum(name) >= count);
+        assert_eq!(stats.sum(name), count, "{name}:\n{stats}");
+        stats
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&mut self) {
         self.signal(libc::SIGTERM);
@@ -359,13 +395,28 @@ impl Dataplane {
             thread::sleep(Duration::from_millis(10));
         };
         // The capture threads end with the pipes; give them a moment.
-        let _ = self
-            .stderr
-            .wait_until(Duration::from_secs(2), |_| None::<()>);
-        let _ = self
-            .stdout
-            .wait_until(Duration::from_secs(2), |_| None::<()>);
+        for log in [&self.stderr, &self.stdout] {
+            let _ = log.wait_until(OUTPUT_DRAIN, |_| None::<()>);
+        }
         status
+    }
+
+    /// Waits for the process to exit and asserts a clean stop: exit code 0
+    /// and the stopped line last in the log.
+    pub fn expect_clean_exit(&mut self, timeout: Duration) {
+        let status = self.wait_exit(timeout);
+        assert_eq!(status.code(), Some(0), "{status}");
+        let last = self.last_log_line();
+        assert!(last.contains(STOPPED_LINE), "last line: {last}");
+    }
+
+    /// The latest log line, empty when there is none.
+    pub fn last_log_line(&self) -> String {
+        self.stderr
+            .lines()
+            .pop()
+            .map(|l| l.text)
+            .unwrap_or_default()
     }
 }
 
@@ -413,7 +464,7 @@ fn port_placeholder(i: usize) -> String {
     format!("@port{i}@")
 }
 
-/// What a finished run of the binary printed.
+/// What a finished run of a binary printed.
 #[derive(Debug)]
 pub struct RunOutput {
     /// Its exit status.
@@ -424,31 +475,33 @@ pub struct RunOutput {
     pub stderr: String,
 }
 
-/// Runs the binary with `args` (and `--config FILE` holding `config`, if
-/// given) to its end, killing it after `timeout`.
-pub fn run_dataplane(args: &[&str], config: Option<&str>, timeout: Duration) -> RunOutput {
-    let file = config.map(TempConfig::new);
-    let mut command = Command::new(dataplane_bin());
-    command.args(args);
-    if let Some(f) = &file {
-        command.arg("--config").arg(f.path());
+impl RunOutput {
+    /// Asserts that the run exited with `code`.
+    pub fn assert_exit_code(&self, code: i32) {
+        assert_eq!(self.status.code(), Some(code), "{self:?}");
     }
-    let mut child = command
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shoal-dataplane");
-    let pid = child.id();
-    let stderr = Log::capture(
-        child.stderr.take().expect("piped stderr"),
-        format!("run {pid}"),
+}
+
+/// Runs the workspace binary `name` with `args` to its end, with `stdin`
+/// written to its standard input, killing it after `timeout`.
+pub fn run_bin(
+    name: &str,
+    args: &[impl AsRef<OsStr>],
+    stdin: &[u8],
+    timeout: Duration,
+) -> RunOutput {
+    let (mut child, stderr, stdout) = spawn_captured(
+        Command::new(workspace_bin(name)).args(args),
+        Stdio::piped(),
+        name,
     );
-    let stdout = Log::capture(
-        child.stdout.take().expect("piped stdout"),
-        format!("run {pid} stdout"),
-    );
+    // Written from a thread: a binary that exits without reading all of
+    // it must not block the test.
+    let mut input = child.stdin.take().expect("piped stdin");
+    let text = stdin.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = input.write_all(&text);
+    });
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -457,16 +510,30 @@ pub fn run_dataplane(args: &[&str], config: Option<&str>, timeout: Duration) -> 
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("shoal-dataplane {args:?} did not exit within {timeout:?}");
+            let args: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+            panic!("{name} {args:?} did not exit within {timeout:?}");
         }
         thread::sleep(Duration::from_millis(10));
     };
+    let _ = writer.join();
     for log in [&stderr, &stdout] {
-        let _ = log.wait_until(Duration::from_secs(2), |_| None::<()>);
+        let _ = log.wait_until(OUTPUT_DRAIN, |_| None::<()>);
     }
     RunOutput {
         status,
         stdout: stdout.text(),
         stderr: stderr.text(),
     }
+}
+
+/// Runs `shoal-dataplane` with `args` (and `--config FILE` holding
+/// `config`, if given) to its end, killing it after `timeout`.
+pub fn run_dataplane(args: &[&str], config: Option<&str>, timeout: Duration) -> RunOutput {
+    let file = config.map(TempConfig::new);
+    let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+    if let Some(f) = &file {
+        all.push("--config".into());
+        all.push(f.path().into());
+    }
+    run_bin("shoal-dataplane", &all, b"", timeout)
 }

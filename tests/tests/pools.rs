@@ -6,9 +6,11 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shoal_tests::{length_frame, Dataplane, Stats, TcpDevice, CORES, INTEREST_SETTLE};
+use shoal_tests::{
+    length_frame, Config, Dataplane, Listener, Route, Stats, TcpDevice, CORES, INTEREST_SETTLE,
+    WAIT,
+};
 
-const WAIT: Duration = Duration::from_secs(5);
 const DEVICES: usize = 1000;
 const BATCH: usize = 100;
 const FRAMES_PER_DEVICE: usize = 5;
@@ -16,42 +18,30 @@ const FRAME_BYTES: usize = 100;
 
 /// The embedded default config's listeners and pools, on free ports, with
 /// every uplink routed to one receiver device.
-const CONFIG: &str = r#"
-[runtime]
-drain_timeout = "1s"
-
-[pools]
+fn default_like_config() -> Config {
+    let default_limits = |listener: Listener, max_frame_bytes| {
+        listener
+            .max_connections(100_000)
+            .max_frame_bytes(max_frame_bytes)
+            .idle_timeout("5m")
+    };
+    Config::new()
+        .drain_timeout("1s")
+        .pools(
+            r#"
 classes = [
     { buffer_bytes = 512, capacity = 16384 },
     { buffer_bytes = 4096, capacity = 4096 },
     { buffer_bytes = 65536, capacity = 256 },
-]
-
-[[listener]]
-name = "tcp-default"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-max_connections = 100000
-max_frame_bytes = 4096
-idle_timeout = "5m"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[listener]]
-name = "udp-default"
-protocol = "udp"
-bind = "127.0.0.1:@port1@"
-max_connections = 100000
-max_frame_bytes = 2048
-idle_timeout = "5m"
-identity = { kind = "peer_address" }
-
-[[route]]
-name = "collect"
-filter = "devices/+/up"
-listener = "tcp-default"
-action = { kind = "republish", topic = "devices/sink/down" }
-"#;
+]"#,
+        )
+        .listener(default_limits(Listener::tcp("tcp-default", 0), 4096))
+        .listener(default_limits(Listener::udp("udp-default", 1), 2048))
+        .route(
+            Route::republish("collect", "devices/+/up", "devices/sink/down")
+                .listener("tcp-default"),
+        )
+}
 
 /// One device's whole life on the wire: login, five frames, then close.
 fn device_bytes(n: usize) -> Vec<u8> {
@@ -116,9 +106,8 @@ fn in_use(stats: &Stats) -> Vec<Vec<u64>> {
 
 #[test]
 fn buffers_return_to_their_pools_after_a_thousand_devices() {
-    let dp = Dataplane::start(CONFIG);
-    let mut sink = TcpDevice::connect(dp.addr(0), "sink");
-    dp.device_core("sink", WAIT);
+    let dp = Dataplane::start(default_like_config());
+    let mut sink = TcpDevice::login(&dp, "sink");
     thread::sleep(INTEREST_SETTLE);
 
     let baseline = dp.stats();
@@ -202,8 +191,7 @@ fn buffers_return_to_their_pools_after_a_thousand_devices() {
     }
 
     // The receiver still works after all that.
-    let mut probe = TcpDevice::connect(dp.addr(0), "probe");
-    dp.device_core("probe", WAIT);
+    let mut probe = TcpDevice::login(&dp, "probe");
     probe.send(b"after the load");
     assert_eq!(sink.recv_frame(WAIT), b"after the load");
 }

@@ -1,49 +1,27 @@
 //! Routes end to end: republish within and across cores, TCP ⇄ UDP
 //! devices, forward upstreams, and `drop`.
 
+use std::thread;
 use std::time::Duration;
 
 use shoal_tests::{
-    connect_devices, udp_recv, udp_socket, Dataplane, FrameSink, TcpDevice, INTEREST_SETTLE,
+    connect_pairs, has_field, udp_recv, udp_socket, Config, Dataplane, DevicePair, FrameSink,
+    Listener, Route, TcpDevice, CORES, INTEREST_SETTLE, WAIT,
 };
-
-const WAIT: Duration = Duration::from_secs(5);
 
 #[test]
 fn republish_reaches_a_device_on_the_other_core_and_on_the_same_core() {
-    let dp = Dataplane::start(
-        r#"
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
+    let dp = Dataplane::start(Config::tcp().route(Route::pair()));
+    let names: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
+    let mut pairs = connect_pairs(&dp, &names);
 
-[[route]]
-name = "pair"
-filter = "devices/+/up"
-action = { kind = "republish", topic = "devices/{device}-rx/down" }
-"#,
-    );
-    let ids: Vec<String> = (0..16)
-        .flat_map(|i| [format!("s{i}"), format!("s{i}-rx")])
-        .collect();
-    let mut devices = connect_devices(&dp, dp.addr(0), &ids);
-    std::thread::sleep(INTEREST_SETTLE);
-
-    let pairs: Vec<(usize, bool)> = (0..16)
-        .map(|i| (i, devices[2 * i].1 != devices[2 * i + 1].1))
-        .collect();
     let cross = pairs
         .iter()
-        .find(|(_, crosses)| *crosses)
-        .map(|(i, _)| *i)
+        .position(DevicePair::crosses_cores)
         .expect("16 pairs over 2 cores: at least one pair should straddle the cores");
     let same = pairs
         .iter()
-        .find(|(_, crosses)| !*crosses)
-        .map(|(i, _)| *i)
+        .position(|p| !p.crosses_cores())
         .expect("16 pairs over 2 cores: at least one pair should share a core");
 
     let before = dp.stats();
@@ -51,14 +29,15 @@ action = { kind = "republish", topic = "devices/{device}-rx/down" }
 
     for (i, what) in [(cross, "cross-core"), (same, "same-core")] {
         let payload = format!("{what} hello from s{i}");
-        devices[2 * i].0.send(payload.as_bytes());
-        let got = devices[2 * i + 1].0.recv_frame(WAIT);
+        pairs[i].sender.send(payload.as_bytes());
+        let got = pairs[i].receiver.recv_frame(WAIT);
         assert_eq!(got, payload.as_bytes(), "s{i}-rx got another payload");
     }
     // Nothing else was delivered anywhere: senders are not subscribers of
     // their own up topic, and other receivers' topics were not used.
-    for (d, _) in &mut devices {
-        d.expect_no_frame(Duration::from_millis(10));
+    for pair in &mut pairs {
+        pair.sender.expect_no_frame(Duration::from_millis(10));
+        pair.receiver.expect_no_frame(Duration::from_millis(10));
     }
 
     let after = dp.wait_for_stats("the routed messages", WAIT, |s| {
@@ -77,50 +56,38 @@ action = { kind = "republish", topic = "devices/{device}-rx/down" }
 fn udp_and_tcp_devices_reach_each_other_through_routes() {
     let client = udp_socket();
     let client_id = client.local_addr().expect("client addr").to_string();
-    let config = r#"
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[listener]]
-name = "udp"
-protocol = "udp"
-bind = "127.0.0.1:@port1@"
-identity = { kind = "peer_address" }
-
-[[route]]
-name = "tcp-to-udp"
-filter = "devices/tcpdev/up"
-action = { kind = "republish", topic = "devices/CLIENT/down" }
-
-[[route]]
-name = "udp-to-tcp"
-filter = "devices/CLIENT/up"
-listener = "udp"
-action = { kind = "republish", topic = "devices/tcpdev/down" }
-"#
-    .replace("CLIENT", &client_id);
-    let dp = Dataplane::start(&config);
+    let dp = Dataplane::start(
+        Config::tcp()
+            .listener(Listener::udp("udp", 1))
+            .route(Route::republish(
+                "tcp-to-udp",
+                "devices/tcpdev/up",
+                &format!("devices/{client_id}/down"),
+            ))
+            .route(
+                Route::republish(
+                    "udp-to-tcp",
+                    &format!("devices/{client_id}/up"),
+                    "devices/tcpdev/down",
+                )
+                .listener("udp"),
+            ),
+    );
     let udp_listener = dp.addr(1);
 
-    let (mut tcpdev, _) = connect_devices(&dp, dp.addr(0), &["tcpdev".to_owned()])
-        .pop()
-        .expect("one device");
-    std::thread::sleep(INTEREST_SETTLE);
+    let mut tcpdev = TcpDevice::login(&dp, "tcpdev");
+    thread::sleep(INTEREST_SETTLE);
 
     // The first datagram makes the session (and is itself routed).
     client
         .send_to(b"hello, I am udp", udp_listener)
         .expect("send");
     let line = dp.wait_for_line("udp device online", WAIT, |l| {
-        shoal_tests::has_field(l, "device", &client_id)
+        has_field(l, "device", &client_id)
     });
     assert!(line.contains("listener=udp"), "{line}");
     assert_eq!(tcpdev.recv_frame(WAIT), b"hello, I am udp");
-    std::thread::sleep(INTEREST_SETTLE);
+    thread::sleep(INTEREST_SETTLE);
 
     // TCP → UDP: one datagram, from the listener's address.
     tcpdev.send(b"downlink for udp");
@@ -153,61 +120,43 @@ action = { kind = "republish", topic = "devices/tcpdev/down" }
 fn forward_routes_reach_tcp_and_udp_upstreams() {
     let tcp_upstream = FrameSink::start();
     let udp_upstream = udp_socket();
-    let config = r#"
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[route]]
-name = "to-tcp"
-filter = "devices/+/up"
-device = "meter"
-action = { kind = "forward_tcp", address = "TCP_UPSTREAM", framing = { kind = "length_field", width = 2 } }
-
-[[route]]
-name = "to-udp"
-filter = "devices/meter/up"
-action = { kind = "forward_udp", address = "UDP_UPSTREAM" }
-"#
-    .replace("TCP_UPSTREAM", &tcp_upstream.addr().to_string())
-    .replace(
-        "UDP_UPSTREAM",
-        &udp_upstream.local_addr().expect("addr").to_string(),
+    let tcp_forward = format!(
+        r#"{{ kind = "forward_tcp", address = "{}", framing = {} }}"#,
+        tcp_upstream.addr(),
+        r#"{ kind = "length_field", width = 2 }"#
     );
-    let dp = Dataplane::start(&config);
+    let udp_forward = format!(
+        r#"{{ kind = "forward_udp", address = "{}" }}"#,
+        udp_upstream.local_addr().expect("addr")
+    );
+    let dp = Dataplane::start(
+        Config::tcp()
+            .route(Route::new("to-tcp", "devices/+/up", &tcp_forward).device("meter"))
+            .route(Route::new("to-udp", "devices/meter/up", &udp_forward)),
+    );
     // Every core opens its own upstream connection.
-    dp.wait_for_logs("forward upstream connected", shoal_tests::CORES, WAIT);
+    dp.wait_for_logs("forward upstream connected", CORES, WAIT);
 
-    let mut meter = TcpDevice::connect(dp.addr(0), "meter");
-    dp.device_core("meter", WAIT);
-    let mut other = TcpDevice::connect(dp.addr(0), "other");
-    dp.device_core("other", WAIT);
+    let mut meter = TcpDevice::login(&dp, "meter");
+    let mut other = TcpDevice::login(&dp, "other");
+    let assert_forwarded_to_both = |payload: &[u8]| {
+        let frame = tcp_upstream.recv(WAIT).expect("a forwarded frame");
+        assert_eq!(frame, payload);
+        let (datagram, _) = udp_recv(&udp_upstream, WAIT).expect("a forwarded datagram");
+        assert_eq!(datagram, payload);
+    };
 
     meter.send(b"reading 42");
-    assert_eq!(
-        tcp_upstream.recv(WAIT).expect("a forwarded frame"),
-        b"reading 42"
-    );
-    let (datagram, _) = udp_recv(&udp_upstream, WAIT).expect("a forwarded datagram");
-    assert_eq!(datagram, b"reading 42");
+    assert_forwarded_to_both(b"reading 42");
 
     // A device the routes do not name reaches neither upstream.
     other.send(b"not for upstreams");
     meter.send(b"reading 43");
-    assert_eq!(
-        tcp_upstream.recv(WAIT).expect("a forwarded frame"),
-        b"reading 43"
-    );
-    let (datagram, _) = udp_recv(&udp_upstream, WAIT).expect("a forwarded datagram");
-    assert_eq!(datagram, b"reading 43");
+    assert_forwarded_to_both(b"reading 43");
     assert!(tcp_upstream.recv(Duration::from_millis(100)).is_none());
     assert!(udp_recv(&udp_upstream, Duration::from_millis(10)).is_none());
 
-    let stats = dp.wait_for_stats("the forwards", WAIT, |s| s.sum("forward_sent") >= 4);
-    assert_eq!(stats.sum("forward_sent"), 4, "{stats}");
+    let stats = dp.wait_for_sum("forward_sent", 4);
     assert_eq!(stats.sum("forward_drops"), 0, "{stats}");
     assert!(tcp_upstream.connections() >= 1);
 }
@@ -215,34 +164,18 @@ action = { kind = "forward_udp", address = "UDP_UPSTREAM" }
 #[test]
 fn a_drop_route_stops_delivery() {
     let dp = Dataplane::start(
-        r#"
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[route]]
-name = "mute-noisy"
-filter = "devices/+/up"
-device = "noisy"
-action = { kind = "drop" }
-
-[[route]]
-name = "pair"
-filter = "devices/+/up"
-action = { kind = "republish", topic = "devices/{device}-rx/down" }
-"#,
+        Config::tcp()
+            .route(Route::dropping("mute-noisy", "devices/+/up").device("noisy"))
+            .route(Route::pair()),
     );
-    let ids = ["noisy", "noisy-rx", "quiet", "quiet-rx"].map(str::to_owned);
-    let mut devices = connect_devices(&dp, dp.addr(0), &ids);
-    std::thread::sleep(INTEREST_SETTLE);
+    let [mut noisy, mut quiet]: [DevicePair; 2] = connect_pairs(&dp, &["noisy", "quiet"])
+        .try_into()
+        .expect("two pairs");
 
-    devices[0].0.send(b"should be dropped");
-    devices[2].0.send(b"should arrive");
-    assert_eq!(devices[3].0.recv_frame(WAIT), b"should arrive");
-    devices[1].0.expect_no_frame(Duration::from_millis(300));
+    noisy.sender.send(b"should be dropped");
+    quiet.sender.send(b"should arrive");
+    assert_eq!(quiet.receiver.recv_frame(WAIT), b"should arrive");
+    noisy.receiver.expect_no_frame(Duration::from_millis(300));
 
     let stats = dp.wait_for_stats("the dropped and the delivered message", WAIT, |s| {
         s.sum("route_dropped") >= 1 && s.sum("route_republished") >= 1
@@ -254,21 +187,7 @@ action = { kind = "republish", topic = "devices/{device}-rx/down" }
 
 #[test]
 fn a_device_that_logs_in_again_replaces_its_older_connection() {
-    let dp = Dataplane::start(
-        r#"
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[route]]
-name = "echo"
-filter = "devices/+/up"
-action = { kind = "republish", topic = "devices/{device}/down" }
-"#,
-    );
+    let dp = Dataplane::start(Config::tcp().route(Route::echo()));
     let mut current = TcpDevice::connect(dp.addr(0), "twin");
     let mut core = dp.device_core("twin", WAIT);
     let (mut same_core, mut cross_core) = (0, 0);
@@ -310,24 +229,13 @@ action = { kind = "republish", topic = "devices/{device}/down" }
 
 #[test]
 fn a_forward_upstream_that_is_down_keeps_a_bounded_queue_until_it_is_up() {
-    let dp = Dataplane::start(
-        r#"
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[route]]
-name = "upstream"
-filter = "devices/+/up"
-action = { kind = "forward_tcp", address = "127.0.0.1:@port1@", queue_bytes = 1024 }
-"#,
-    );
+    let dp = Dataplane::start(Config::tcp().route(Route::new(
+        "upstream",
+        "devices/+/up",
+        r#"{ kind = "forward_tcp", address = "127.0.0.1:@port1@", queue_bytes = 1024 }"#,
+    )));
     dp.wait_for_log("cannot reach forward upstream", WAIT);
-    let mut meter = TcpDevice::connect(dp.addr(0), "meter");
-    dp.device_core("meter", WAIT);
+    let mut meter = TcpDevice::login(&dp, "meter");
 
     // 2 + 100 bytes a frame: ten fill the 1024-byte queue, ten are dropped.
     let payload = |i: usize| {
@@ -360,39 +268,20 @@ action = { kind = "forward_tcp", address = "127.0.0.1:@port1@", queue_bytes = 10
 #[test]
 fn a_route_loop_is_cut_by_max_route_hops() {
     let dp = Dataplane::start(
-        r#"
-[runtime]
-max_route_hops = 4
-
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[route]]
-name = "entry"
-filter = "devices/+/up"
-action = { kind = "republish", topic = "loop/{device}" }
-
-[[route]]
-name = "loop"
-filter = "loop/+"
-action = { kind = "republish", topic = "loop/{2}" }
-"#,
+        Config::tcp()
+            .max_route_hops(4)
+            .route(Route::republish("entry", "devices/+/up", "loop/{device}"))
+            .route(Route::republish("loop", "loop/+", "loop/{2}")),
     );
-    let mut d = TcpDevice::connect(dp.addr(0), "spinner");
-    dp.device_core("spinner", WAIT);
+    let mut d = TcpDevice::login(&dp, "spinner");
     d.send(b"round and round");
     let line = dp.wait_for_log("route did not republish", WAIT);
     assert!(line.contains("max_route_hops"), "{line}");
     // One entry and three loop republishes; the fourth loop is refused.
-    let stats = dp.wait_for_stats("the loop cut", WAIT, |s| s.sum("route_dropped") >= 1);
+    let stats = dp.wait_for_sum("route_dropped", 1);
     assert_eq!(stats.sum("route_republished"), 4, "{stats}");
-    assert_eq!(stats.sum("route_dropped"), 1, "{stats}");
 
     d.send(b"again");
-    let stats = dp.wait_for_stats("the second loop cut", WAIT, |s| s.sum("route_dropped") >= 2);
+    let stats = dp.wait_for_sum("route_dropped", 2);
     assert_eq!(stats.sum("route_republished"), 8, "{stats}");
 }

@@ -1,44 +1,35 @@
 //! UDP listeners with an id prefix and framing inside datagrams.
 
 use std::net::UdpSocket;
+use std::thread;
 use std::time::Duration;
 
 use shoal_tests::{
-    connect_devices, has_field, length_frame, udp_recv, udp_socket, Dataplane, TcpDevice,
-    INTEREST_SETTLE,
+    has_field, length_frame, udp_recv, udp_socket, Config, Dataplane, Listener, Route, TcpDevice,
+    INTEREST_SETTLE, WAIT,
 };
 
-const WAIT: Duration = Duration::from_secs(5);
 const MAX_FRAME_BYTES: usize = 256;
 
 /// `udp-meters`: 8-byte id prefix, then length-field frames; each meter's
 /// frames are republished to TCP device `{device}-sub`.
-const CONFIG: &str = r#"
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:@port0@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "login_frame" }
-
-[[listener]]
-name = "udp-meters"
-protocol = "udp"
-bind = "127.0.0.1:@port1@"
-max_frame_bytes = 256
-idle_timeout = "@IDLE@"
-framing = { kind = "length_field", width = 2 }
-identity = { kind = "payload_prefix", bytes = 8 }
-
-[[route]]
-name = "meters"
-filter = "devices/+/up"
-listener = "udp-meters"
-action = { kind = "republish", topic = "devices/{device}-sub/down" }
-"#;
+fn meters_config(idle_timeout: &str) -> Config {
+    Config::tcp()
+        .listener(
+            Listener::udp("udp-meters", 1)
+                .max_frame_bytes(MAX_FRAME_BYTES as u32)
+                .idle_timeout(idle_timeout)
+                .framing(r#"{ kind = "length_field", width = 2 }"#)
+                .identity(r#"{ kind = "payload_prefix", bytes = 8 }"#),
+        )
+        .route(
+            Route::republish("meters", "devices/+/up", "devices/{device}-sub/down")
+                .listener("udp-meters"),
+        )
+}
 
 fn start(idle_timeout: &str) -> Dataplane {
-    Dataplane::start(&CONFIG.replace("@IDLE@", idle_timeout))
+    Dataplane::start(meters_config(idle_timeout))
 }
 
 /// A datagram: `id` right-padded with NULs to 8 bytes, then `body`.
@@ -50,11 +41,10 @@ fn datagram(id: &str, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// TCP device `id`, online and subscribed on every core.
 fn subscriber(dp: &Dataplane, id: &str) -> TcpDevice {
-    let (d, _) = connect_devices(dp, dp.addr(0), &[id.to_owned()])
-        .pop()
-        .expect("one device");
-    std::thread::sleep(INTEREST_SETTLE);
+    let d = TcpDevice::login(dp, id);
+    thread::sleep(INTEREST_SETTLE);
     d
 }
 
@@ -84,8 +74,7 @@ fn two_frames_in_one_datagram_reach_the_subscriber() {
     assert_eq!(sub.recv_frame(WAIT), b"third");
     sub.expect_no_frame(Duration::from_millis(100));
 
-    let stats = dp.wait_for_stats("three messages", WAIT, |s| s.sum("msgs_in") >= 3);
-    assert_eq!(stats.sum("msgs_in"), 3, "{stats}");
+    let stats = dp.wait_for_sum("msgs_in", 3);
     assert_eq!(stats.sum("frame_errors"), 0, "{stats}");
     assert_eq!(dp.logs_matching("udp device online").len(), 1);
 }
@@ -138,8 +127,7 @@ fn malformed_datagrams_are_dropped_and_counted() {
         .send_to(&datagram("m/1", &length_frame(b"x")), dp.addr(1))
         .expect("send");
 
-    let stats = dp.wait_for_stats("three bad datagrams", WAIT, |s| s.sum("frame_errors") >= 3);
-    assert_eq!(stats.sum("frame_errors"), 3, "{stats}");
+    dp.wait_for_sum("frame_errors", 3);
     sub.expect_no_frame(Duration::from_millis(100));
 
     meter
@@ -161,8 +149,7 @@ fn an_idle_udp_session_ends() {
         has_field(l, "device", "nap")
     });
     assert!(line.contains("listener=udp-meters"), "{line}");
-    let stats = dp.wait_for_stats("the ended session", WAIT, |s| s.sum("idle_timeouts") >= 1);
-    assert_eq!(stats.sum("idle_timeouts"), 1, "{stats}");
+    let stats = dp.wait_for_sum("idle_timeouts", 1);
     assert_eq!(
         stats.sum("conns"),
         1,
@@ -179,18 +166,12 @@ fn an_idle_udp_session_ends() {
 
 #[test]
 fn a_device_that_changes_address_gets_each_downlink_once_at_its_latest_address() {
-    let dp = Dataplane::start(&CONFIG.replace("@IDLE@", "5m").replace(
-        "[[route]]",
-        r#"[[route]]
-name = "commands"
-filter = "devices/ctl/up"
-action = { kind = "republish", topic = "devices/roamer/down" }
-
-[[route]]"#,
-    ));
-    let (mut ctl, _) = connect_devices(&dp, dp.addr(0), &["ctl".to_owned()])
-        .pop()
-        .expect("one device");
+    let dp = Dataplane::start(meters_config("5m").route(Route::republish(
+        "commands",
+        "devices/ctl/up",
+        "devices/roamer/down",
+    )));
+    let mut ctl = TcpDevice::login(&dp, "ctl");
 
     // The device's source address changes 16 times (as behind a NAT that
     // rebinds); the kernel spreads the addresses over both cores.
@@ -201,10 +182,10 @@ action = { kind = "republish", topic = "devices/roamer/down" }
             .send_to(&datagram("roamer", &body), dp.addr(1))
             .expect("send");
         // Far enough apart that "latest" is the same on every core.
-        std::thread::sleep(Duration::from_millis(20));
+        thread::sleep(Duration::from_millis(20));
     }
     dp.wait_for_stats("every reading", WAIT, |s| s.sum("msgs_in") >= 16);
-    std::thread::sleep(INTEREST_SETTLE);
+    thread::sleep(INTEREST_SETTLE);
 
     let sessions = dp.logs_matching("udp device online");
     ctl.send(b"reboot");
