@@ -205,6 +205,50 @@ impl Dataplane {
         }
     }
 
+    /// Rewrites the config file with `config` (placeholders get the ports
+    /// already chosen; new placeholders get free ports), sends SIGHUP and
+    /// waits for the outcome. Returns the line that says it: `config
+    /// reloaded ...` or `config reload refused ...`.
+    pub fn reload(&mut self, config: impl fmt::Display) -> String {
+        let mut text = config.to_string();
+        let wanted = (0..16)
+            .filter(|i| text.contains(&port_placeholder(*i)))
+            .max()
+            .map_or(0, |last| last + 1);
+        if wanted > self.ports.len() {
+            let extra = free_ports(wanted + self.ports.len())
+                .into_iter()
+                .filter(|p| !self.ports.contains(p))
+                .take(wanted - self.ports.len())
+                .collect::<Vec<_>>();
+            self.ports.extend(extra);
+        }
+        for (i, port) in self.ports.iter().enumerate() {
+            text = text.replace(&port_placeholder(i), &port.to_string());
+        }
+        std::fs::write(self._config.path(), text).expect("rewrite the config file");
+        let outcomes = |lines: &[crate::LogLine]| {
+            lines
+                .iter()
+                .filter(|l| l.text.contains("config reload"))
+                .count()
+        };
+        let before = outcomes(&self.stderr.lines());
+        self.signal(libc::SIGHUP);
+        self.stderr
+            .wait_until(READY_TIMEOUT, |lines| {
+                (outcomes(lines) > before).then(|| {
+                    lines
+                        .iter()
+                        .filter(|l| l.text.contains("config reload"))
+                        .next_back()
+                        .map(|l| l.text.clone())
+                        .unwrap_or_default()
+                })
+            })
+            .unwrap_or_else(|why| panic!("no outcome of the reload ({why})"))
+    }
+
     /// The port that replaced `@port{i}@`.
     pub fn port(&self, i: usize) -> u16 {
         self.ports[i]
