@@ -240,8 +240,7 @@ impl Dataplane {
                 (outcomes(lines) > before).then(|| {
                     lines
                         .iter()
-                        .filter(|l| l.text.contains("config reload"))
-                        .next_back()
+                        .rfind(|l| l.text.contains("config reload"))
                         .map(|l| l.text.clone())
                         .unwrap_or_default()
                 })
