@@ -133,6 +133,13 @@ pub(crate) fn prepare(
     plan: &ApplyPlan,
     applied: &Applied,
 ) -> Result<Prepared, String> {
+    if plan.config.pools != core.pool_settings {
+        return Err(
+            "[pools] differs from the running config: pools are sized when the data plane \
+             starts; restart it to resize them"
+                .to_owned(),
+        );
+    }
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
     let mut replaced = Vec::new();

@@ -32,6 +32,8 @@ pub(crate) struct Bus {
     dirty: RefCell<Vec<Box<str>>>,
     /// Per peer core (mesh index): the filters it has subscribers for.
     remote: RefCell<Vec<RemoteInterest>>,
+    /// Whether other cores exist to tell about interest changes.
+    has_peers: bool,
     /// Reused list of the subscribers matching one message.
     scratch: RefCell<Vec<Subscriber>>,
 }
@@ -59,6 +61,7 @@ impl Bus {
             dirty: RefCell::new(Vec::new()),
             remote: RefCell::new((0..peers).map(|_| RemoteInterest::default()).collect()),
             scratch: RefCell::new(Vec::new()),
+            has_peers: peers > 1,
         }
     }
 
@@ -68,7 +71,7 @@ impl Bus {
         let mut refs = self.filter_refs.borrow_mut();
         let count = refs.entry(filter.into()).or_insert(0);
         *count += 1;
-        if *count == 1 {
+        if *count == 1 && self.has_peers {
             self.dirty.borrow_mut().push(filter.into());
         }
     }
@@ -86,7 +89,9 @@ impl Bus {
                 *count -= 1;
                 if *count == 0 {
                     refs.remove(filter);
-                    self.dirty.borrow_mut().push(filter.into());
+                    if self.has_peers {
+                        self.dirty.borrow_mut().push(filter.into());
+                    }
                 }
             }
         }
@@ -225,6 +230,17 @@ mod tests {
             vec![("devices/+/down".into(), false)]
         );
         assert_eq!(bus.local_len(), 0);
+    }
+
+    #[test]
+    fn a_single_core_keeps_no_interest_changes() {
+        let bus = Bus::new(1);
+        let a: Subscriber = Rc::new(Counter::default());
+        for _ in 0..3 {
+            bus.subscribe("x", Rc::clone(&a));
+            bus.unsubscribe("x", &a);
+        }
+        assert!(!bus.has_interest_changes());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::Senders;
-use shoal_protocols::config::RuntimeSettings;
+use shoal_protocols::config::{PoolSettings, RuntimeSettings};
 use shoal_protocols::figures::CoreFigures;
 use slab::Slab;
 use tracing::{info, warn};
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::bus::{Bus, Subscriber};
 use crate::message::{CrossMessage, MeshMsg, Message, Origin};
 use crate::pool::{Payload, SlabPool};
-use crate::routes::{RouteOutcome, RouteTable};
+use crate::routes::RouteTable;
 use crate::signal::{Gate, Kick, LocalSignal};
 use crate::stats::{CoreStats, LogLimiter};
 
@@ -78,6 +78,8 @@ pub(crate) struct Core {
     /// Members of the mesh (cores).
     peers: usize,
     pub(crate) pool: SlabPool,
+    /// What the pool was built from; pools are sized once, at start.
+    pub(crate) pool_settings: PoolSettings,
     pub(crate) bus: Bus,
     pub(crate) stats: CoreStats,
     pub(crate) settings: RefCell<RuntimeSettings>,
@@ -90,6 +92,11 @@ pub(crate) struct Core {
     mesh_backlog: RefCell<Vec<VecDeque<MeshMsg>>>,
     mesh_backlog_len: Cell<usize>,
     mesh_backlog_kick: Kick,
+    /// Per peer: the backlog pump holds a message it is waiting to send, so
+    /// newer messages must queue behind it.
+    mesh_pump_busy: RefCell<Vec<bool>>,
+    /// Logins to announce to the other cores (for takeovers), coalesced.
+    devices_online: RefCell<HashMap<Box<str>, Instant>>,
     /// Closed while a backlog exists: readers wait here (backpressure)
     /// instead of reading more than the other cores can take.
     pub(crate) mesh_gate: Gate,
@@ -117,9 +124,10 @@ impl Core {
     pub(crate) fn new(
         index: usize,
         senders: Option<Senders<MeshMsg>>,
-        pool: SlabPool,
+        pool_settings: PoolSettings,
         settings: RuntimeSettings,
     ) -> Self {
+        let pool = SlabPool::new(&pool_settings);
         let (mesh_id, peers) = senders
             .as_ref()
             .map_or((0, 1), |s| (s.peer_id(), s.nr_consumers()));
@@ -128,6 +136,7 @@ impl Core {
             mesh_id,
             peers,
             pool,
+            pool_settings,
             bus: Bus::new(peers),
             stats: CoreStats::default(),
             settings: RefCell::new(settings),
@@ -139,6 +148,8 @@ impl Core {
             mesh_backlog: RefCell::new((0..peers).map(|_| VecDeque::new()).collect()),
             mesh_backlog_len: Cell::new(0),
             mesh_backlog_kick: Kick::default(),
+            mesh_pump_busy: RefCell::new(vec![false; peers]),
+            devices_online: RefCell::new(HashMap::new()),
             mesh_gate: Gate::default(),
             stopping: LocalSignal::default(),
             mesh_drop_log: LogLimiter::new(Duration::from_secs(5)),
@@ -215,19 +226,12 @@ impl Core {
             self.take_over(old, &device);
         }
         if self.peers > 1 {
-            let core = Rc::clone(self);
-            glommio::spawn_local(async move {
-                for peer in core.other_peers() {
-                    if let Some(s) = &core.senders {
-                        let msg = MeshMsg::DeviceOnline {
-                            device: device.as_ref().into(),
-                            since,
-                        };
-                        let _ = s.send_to(peer, msg).await;
-                    }
-                }
-            })
-            .detach();
+            // The interest announcer tells the other cores; a device that
+            // logs in again before that is announced once.
+            self.devices_online
+                .borrow_mut()
+                .insert(device.as_ref().into(), since);
+            self.interest_kick.kick();
         }
     }
 
@@ -327,44 +331,42 @@ impl Core {
             self.fan_out(&msg);
             return;
         }
+        let max_hops = self.settings.borrow().max_route_hops;
         let mut work = vec![msg];
         while let Some(m) = work.pop() {
-            match routes.apply(&m, self.settings.borrow().max_route_hops) {
-                RouteOutcome::Deliver {
-                    republish,
-                    forwards,
-                } => {
-                    for fwd in forwards {
-                        if fwd.enqueue(&m.payload) {
-                            self.stats.forward_sent.inc();
-                        } else {
-                            self.stats.forward_drops.inc();
-                        }
-                    }
-                    for r in republish {
-                        match r {
-                            Ok(topic) => {
-                                self.stats.route_republished.inc();
-                                work.push(Message {
-                                    topic,
-                                    payload: m.payload.clone(),
-                                    qos: m.qos,
-                                    retain: m.retain,
-                                    origin: m.origin.clone(),
-                                    hops: m.hops + 1,
-                                });
-                            }
-                            Err(why) => {
-                                self.stats.route_dropped.inc();
-                                if let Some(more) = self.route_log.allow() {
-                                    warn!(topic = %m.topic, suppressed = more, "route did not republish: {why}");
-                                }
-                            }
-                        }
-                    }
-                    self.fan_out(&m);
+            let outcome = routes.apply(&m, max_hops);
+            for fwd in outcome.forwards {
+                if fwd.enqueue(&m.payload) {
+                    self.stats.forward_sent.inc();
+                } else {
+                    self.stats.forward_drops.inc();
                 }
-                RouteOutcome::Dropped => self.stats.route_dropped.inc(),
+            }
+            for r in outcome.republish {
+                match r {
+                    Ok(topic) => {
+                        self.stats.route_republished.inc();
+                        work.push(Message {
+                            topic,
+                            payload: m.payload.clone(),
+                            qos: m.qos,
+                            retain: m.retain,
+                            origin: m.origin.clone(),
+                            hops: m.hops + 1,
+                        });
+                    }
+                    Err(why) => {
+                        self.stats.route_dropped.inc();
+                        if let Some(more) = self.route_log.allow() {
+                            warn!(topic = %m.topic, suppressed = more, "route did not republish: {why}");
+                        }
+                    }
+                }
+            }
+            if outcome.deliver {
+                self.fan_out(&m);
+            } else {
+                self.stats.route_dropped.inc();
             }
         }
     }
@@ -405,7 +407,13 @@ impl Core {
         let Some(queue) = backlog.get_mut(peer) else {
             return;
         };
-        let msg = if queue.is_empty() {
+        let pump_busy = self
+            .mesh_pump_busy
+            .borrow()
+            .get(peer)
+            .copied()
+            .unwrap_or(false);
+        let msg = if queue.is_empty() && !pump_busy {
             match senders.try_send_to(peer, msg) {
                 Ok(()) => {
                     self.stats.mesh_sent.inc();
@@ -459,7 +467,10 @@ impl Core {
                     };
                     self.mesh_backlog_len
                         .set(self.mesh_backlog_len.get().saturating_sub(1));
-                    if senders.send_to(peer, msg).await.is_ok() {
+                    self.set_pump_busy(peer, true);
+                    let sent = senders.send_to(peer, msg).await;
+                    self.set_pump_busy(peer, false);
+                    if sent.is_ok() {
                         self.stats.mesh_sent.inc();
                     } else {
                         self.stats.mesh_drops.inc();
@@ -469,6 +480,12 @@ impl Core {
             if self.mesh_backlog_len.get() == 0 {
                 self.mesh_gate.open();
             }
+        }
+    }
+
+    fn set_pump_busy(&self, peer: usize, busy: bool) {
+        if let Some(b) = self.mesh_pump_busy.borrow_mut().get_mut(peer) {
+            *b = busy;
         }
     }
 
@@ -507,15 +524,28 @@ impl Core {
         }
     }
 
-    /// Announces this core's interest changes to the other cores, for as
-    /// long as the core runs. Announcements wait for room in the channel:
-    /// they must not be lost.
+    /// Announces this core's interest changes, and the devices that logged
+    /// in here, to the other cores, for as long as the core runs.
+    /// Announcements wait for room in the channel: they must not be lost.
     pub(crate) async fn run_interest_announcer(self: Rc<Self>) {
         let Some(senders) = &self.senders else {
             return;
         };
         loop {
             self.interest_kick.kicked().await;
+            let online: Vec<(Box<str>, Instant)> =
+                self.devices_online.borrow_mut().drain().collect();
+            for (device, since) in online {
+                for peer in self.other_peers() {
+                    let msg = MeshMsg::DeviceOnline {
+                        device: device.clone(),
+                        since,
+                    };
+                    if senders.send_to(peer, msg).await.is_err() {
+                        // The peer stopped.
+                    }
+                }
+            }
             for (filter, present) in self.bus.take_interest_changes() {
                 for peer in self.other_peers() {
                     let msg = MeshMsg::Interest {

@@ -140,7 +140,10 @@ impl TcpUpstream {
 impl Forwarder for TcpUpstream {
     fn enqueue(&self, payload: &Payload) -> bool {
         let mut header = [0u8; MAX_HEADER_BYTES];
-        let header_len = match self.framer.encode_header(payload.len(), &mut header) {
+        let header_len = match self
+            .framer
+            .encode_header_for(payload.as_slice(), &mut header)
+        {
             Ok(n) => n,
             Err(e) => {
                 if let Some(more) = self.drop_log.allow() {

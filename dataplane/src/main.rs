@@ -46,7 +46,10 @@ use tracing::{error, info, warn};
 use crate::apply::ApplyPlan;
 use crate::core::{CloseReason, Core};
 use crate::message::MeshMsg;
-use crate::pool::SlabPool;
+
+/// A core's answer to a prepare (or to its start): which core, for which
+/// config version, and whether it can apply it.
+type CoreReply = (usize, u64, Result<(), String>);
 
 /// What the main thread asks of a core while it runs: the two phases of
 /// applying a new config.
@@ -175,7 +178,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let mesh = (cores > 1).then(|| {
         MeshBuilder::<MeshMsg, _>::full(cores, plan.config.runtime.mesh_channel_capacity as usize)
     });
-    let (reply_tx, replies) = mpsc::channel::<(usize, Result<(), String>)>();
+    let (reply_tx, replies) = mpsc::channel::<CoreReply>();
     let mut threads = Vec::new();
     let mut controls = Vec::new();
     for (index, &cpu) in cpus.iter().take(cores).enumerate() {
@@ -194,14 +197,18 @@ fn run(cli: Cli) -> Result<(), String> {
         let handle = std::thread::Builder::new()
             .name(format!("shoal-core-{index}"))
             .spawn(move || {
+                // A short preemption slice: a task queue that stays busy
+                // lets the executor poll for I/O at least this often.
                 let executor = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                     .io_memory(256 * 1024)
+                    .preempt_timer(Duration::from_millis(10))
                     .make();
                 let executor = match executor {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = link.reply.send((
                             index,
+                            1,
                             Err(format!(
                                 "core {index}: cannot start an executor on CPU {cpu}: {e}"
                             )),
@@ -216,7 +223,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     drop(reply_tx);
 
-    if let Err(e) = collect_replies(&replies, cores) {
+    if let Err(e) = collect_replies(&replies, cores, plan.version) {
         // Cores that did start hold sockets and the mesh; a failed start
         // ends the whole process.
         eprintln!("shoal-dataplane: {e}");
@@ -249,19 +256,32 @@ fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits for one reply from each of `cores` cores; the first error wins.
+/// Waits for one reply about config `version` from each of `cores` cores
+/// (late replies about an earlier version are skipped); the first error
+/// wins.
 fn collect_replies(
-    replies: &mpsc::Receiver<(usize, Result<(), String>)>,
+    replies: &mpsc::Receiver<CoreReply>,
     cores: usize,
+    version: u64,
 ) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut answered = 0;
     let mut first_error = None;
-    for _ in 0..cores {
-        match replies.recv_timeout(Duration::from_secs(30)) {
-            Ok((_, Ok(()))) => {}
-            Ok((_, Err(e))) => {
-                first_error.get_or_insert(e);
+    while answered < cores {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match replies.recv_timeout(left) {
+            Ok((_, v, _)) if v != version => {}
+            Ok((_, _, result)) => {
+                answered += 1;
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
             }
-            Err(_) => return Err("a core did not answer within 30s".into()),
+            Err(_) => {
+                return Err(
+                    first_error.unwrap_or_else(|| "a core did not answer within 30s".to_owned())
+                )
+            }
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -272,7 +292,7 @@ struct Supervisor {
     config_path: Option<PathBuf>,
     plan: Arc<ApplyPlan>,
     controls: Vec<mpsc::Sender<CoreControl>>,
-    replies: mpsc::Receiver<(usize, Result<(), String>)>,
+    replies: mpsc::Receiver<CoreReply>,
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     heartbeats: Arc<Vec<AtomicU64>>,
@@ -336,7 +356,7 @@ impl Supervisor {
             for c in &self.controls {
                 let _ = c.send(CoreControl::Prepare(Arc::clone(&plan)));
             }
-            match collect_replies(&self.replies, self.controls.len()) {
+            match collect_replies(&self.replies, self.controls.len(), plan.version) {
                 Ok(()) => {
                     for c in &self.controls {
                         let _ = c.send(CoreControl::Commit);
@@ -368,7 +388,7 @@ impl Supervisor {
 /// What a core thread gets from the main thread.
 struct CoreLink {
     index: usize,
-    reply: mpsc::Sender<(usize, Result<(), String>)>,
+    reply: mpsc::Sender<CoreReply>,
     control: mpsc::Receiver<CoreControl>,
     stop: Arc<AtomicBool>,
     heartbeats: Arc<Vec<AtomicU64>>,
@@ -387,6 +407,7 @@ async fn core_main(
             Err(_) => {
                 let _ = link.reply.send((
                     index,
+                    plan.version,
                     Err(format!("core {index}: cannot join the channel mesh")),
                 ));
                 return;
@@ -397,17 +418,17 @@ async fn core_main(
     let core = Rc::new(Core::new(
         index,
         senders,
-        SlabPool::new(&plan.config.pools),
+        plan.config.pools.clone(),
         plan.config.runtime.clone(),
     ));
     let mut applied = apply::Applied::default();
     match apply::prepare(&core, &plan, &applied) {
         Ok(prepared) => {
             apply::commit(&core, prepared, &mut applied);
-            let _ = link.reply.send((index, Ok(())));
+            let _ = link.reply.send((index, plan.version, Ok(())));
         }
         Err(e) => {
-            let _ = link.reply.send((index, Err(e)));
+            let _ = link.reply.send((index, plan.version, Err(e)));
             return;
         }
     }
@@ -427,6 +448,7 @@ async fn core_main(
                         }
                     }
                     core.end_batch();
+                    futures_lite::future::yield_now().await;
                 }
             })
             .detach();
@@ -463,7 +485,7 @@ async fn core_main(
                         }
                         Err(e) => Err(format!("core {index}: {e}")),
                     };
-                    let _ = link.reply.send((index, reply));
+                    let _ = link.reply.send((index, plan.version, reply));
                 }
                 CoreControl::Commit => {
                     if let Some(prepared) = pending.take() {

@@ -43,15 +43,14 @@ impl std::fmt::Debug for RouteTable {
 }
 
 /// What routes decided for one message.
-pub(crate) enum RouteOutcome {
-    /// Deliver to subscribers; also publish these topics (or say why one
-    /// could not be made) and hand the payload to these forwarders.
-    Deliver {
-        republish: Vec<Result<Rc<str>, String>>,
-        forwards: Vec<Rc<dyn Forwarder>>,
-    },
-    /// A `drop` route matched.
-    Dropped,
+pub(crate) struct RouteOutcome {
+    /// Topics to publish copies on (or why one could not be made).
+    pub(crate) republish: Vec<Result<Rc<str>, String>>,
+    /// Upstreams to hand the payload to.
+    pub(crate) forwards: Vec<Rc<dyn Forwarder>>,
+    /// False when a `drop` route matched: no subscriber and no later route
+    /// gets the message (the routes before it have acted).
+    pub(crate) deliver: bool,
 }
 
 impl RouteTable {
@@ -66,6 +65,16 @@ impl RouteTable {
     /// upstream connections. `largest_frame` bounds upstream framing.
     pub(crate) fn build(configs: &[RouteConfig], largest_frame: u32) -> Result<Self, String> {
         let mut table = Self::empty();
+        if let Err(e) = table.add_all(configs, largest_frame) {
+            // Upstreams already started for earlier routes must not linger.
+            table.stop();
+            return Err(e);
+        }
+        Ok(table)
+    }
+
+    fn add_all(&mut self, configs: &[RouteConfig], largest_frame: u32) -> Result<(), String> {
+        let table = self;
         for (i, r) in configs.iter().enumerate() {
             let action = match &r.action {
                 RouteAction::Republish { topic } => {
@@ -102,7 +111,7 @@ impl RouteTable {
                 action,
             });
         }
-        Ok(table)
+        Ok(())
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -122,9 +131,10 @@ impl RouteTable {
         let mut republish = Vec::new();
         let mut forwards = Vec::new();
         if self.routes.is_empty() {
-            return RouteOutcome::Deliver {
+            return RouteOutcome {
                 republish,
                 forwards,
+                deliver: true,
             };
         }
         let mut matched: Vec<usize> = Vec::new();
@@ -147,7 +157,13 @@ impl RouteTable {
                 continue;
             }
             match &route.action {
-                CompiledAction::Drop => return RouteOutcome::Dropped,
+                CompiledAction::Drop => {
+                    return RouteOutcome {
+                        republish,
+                        forwards,
+                        deliver: false,
+                    }
+                }
                 CompiledAction::Republish(template) => {
                     if m.hops >= max_hops {
                         republish.push(Err(format!(
@@ -161,9 +177,10 @@ impl RouteTable {
                 CompiledAction::Forward(f) => forwards.push(Rc::clone(f)),
             }
         }
-        RouteOutcome::Deliver {
+        RouteOutcome {
             republish,
             forwards,
+            deliver: true,
         }
     }
 }
@@ -233,13 +250,15 @@ mod tests {
     }
 
     fn topics(o: RouteOutcome) -> Vec<Result<String, String>> {
-        match o {
-            RouteOutcome::Deliver { republish, .. } => republish
-                .into_iter()
-                .map(|r| r.map(|t| t.to_string()))
-                .collect(),
-            RouteOutcome::Dropped => vec![Err("dropped".into())],
+        let mut topics: Vec<Result<String, String>> = o
+            .republish
+            .into_iter()
+            .map(|r| r.map(|t| t.to_string()))
+            .collect();
+        if !o.deliver {
+            topics.push(Err("dropped".into()));
         }
+        topics
     }
 
     #[test]
@@ -285,6 +304,29 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_route_keeps_what_earlier_routes_did() {
+        let t = RouteTable::build(
+            &[
+                route(
+                    "copy",
+                    "devices/+/up",
+                    None,
+                    RouteAction::Republish {
+                        topic: "audit/{device}".into(),
+                    },
+                ),
+                route("d", "devices/x/up", None, RouteAction::Drop),
+            ],
+            4096,
+        )
+        .unwrap();
+        assert_eq!(
+            topics(t.apply(&msg("devices/x/up", Some("x"), 0), 4)),
+            vec![Ok("audit/x".to_string()), Err("dropped".to_string())]
+        );
+    }
+
+    #[test]
     fn drop_stops_everything() {
         let t = RouteTable::build(
             &[
@@ -299,10 +341,7 @@ mod tests {
             4096,
         )
         .unwrap();
-        assert!(matches!(
-            t.apply(&msg("devices/x/up", None, 0), 4),
-            RouteOutcome::Dropped
-        ));
+        assert!(!t.apply(&msg("devices/x/up", None, 0), 4).deliver);
         assert_eq!(
             topics(t.apply(&msg("devices/z/up", None, 0), 4)),
             vec![Ok("y".to_string())]

@@ -36,6 +36,9 @@ use crate::stats::LogLimiter;
 /// Bytes asked of the pool for a fresh read.
 const READ_CHUNK_BYTES: usize = 512;
 
+/// Reads a connection may do in a row before it lets other tasks run.
+const READS_PER_YIELD: u32 = 16;
+
 /// Bytes a connection waiting for input reads into its own small buffer
 /// (part of its task) before it takes a pool buffer. The wait is a
 /// readiness poll: an idle connection holds no pool or kernel-side buffer.
@@ -178,7 +181,11 @@ impl Deliver for TcpConn {
             return;
         }
         let mut header = [0u8; MAX_HEADER_BYTES];
-        let Ok(header_len) = self.rt.framer.encode_header(msg.payload.len(), &mut header) else {
+        let Ok(header_len) = self
+            .rt
+            .framer
+            .encode_header_for(msg.payload.as_slice(), &mut header)
+        else {
             stats.outbound_drops.inc();
             return;
         };
@@ -347,6 +354,7 @@ async fn run(
     }
     let mut rx: Option<PoolBuf> = None;
     let mut idle_deadline = Instant::now() + rt.idle_timeout;
+    let mut reads_since_yield = 0u32;
     loop {
         if let Some(reason) = conn.close.borrow_mut().take() {
             return End::Closed(reason);
@@ -400,6 +408,14 @@ async fn run(
                     Ok(false) => return End::PeerClosed,
                     Err(end) => return end,
                 }
+                // A peer that never stops sending would otherwise keep this
+                // task running (reads succeed at once): after a budget of
+                // reads, let the core's other tasks and its I/O poll run.
+                reads_since_yield += 1;
+                if reads_since_yield >= READS_PER_YIELD {
+                    reads_since_yield = 0;
+                    futures_lite::future::yield_now().await;
+                }
             }
         }
     }
@@ -409,12 +425,17 @@ async fn run(
 /// the peer does not read.
 async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<(), End> {
     let stall = core.settings.borrow().write_stall_timeout;
-    let deadline = Instant::now() + stall;
+    // The connection is too slow only when nothing at all goes out for the
+    // whole stall timeout: any progress restarts it.
+    let mut deadline = Instant::now() + stall;
     loop {
         let (empty, written) = conn.out.borrow_mut().write_to(conn.fd).map_err(End::Io)?;
         core.stats.bytes_out.add(written as u64);
         if empty {
             return Ok(());
+        }
+        if written > 0 {
+            deadline = Instant::now() + stall;
         }
         // The socket is full. Wait until it takes the front bytes; while
         // this task owns the write, nothing else writes the queue.
@@ -435,6 +456,7 @@ async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<()
             Wait::Written(Ok(n)) => {
                 core.stats.bytes_out.add(n as u64);
                 conn.out.borrow_mut().consume(n);
+                deadline = Instant::now() + stall;
             }
             Wait::Written(Err(e)) => return Err(End::Io(e)),
             Wait::Kicked => {
@@ -501,6 +523,7 @@ async fn read_available(
     if !more {
         return Ok(true);
     }
+    let mut rounds = 0;
     loop {
         let mut buf = with_room(core, framer, rx.take(), 1).await?;
         let n = match recv_nonblocking(conn.fd, buf.spare_mut()) {
@@ -520,7 +543,8 @@ async fn read_available(
         core.stats.bytes_in.add(n as u64);
         let filled_up = buf.spare_mut().is_empty();
         *rx = frames(core, conn, id, session, buf).await?;
-        if !filled_up {
+        rounds += 1;
+        if !filled_up || rounds >= READS_PER_YIELD {
             return Ok(true);
         }
     }

@@ -143,7 +143,7 @@ impl Deliver for UdpSession {
         let stats = &self.core.stats;
         let mut header = [0u8; MAX_HEADER_BYTES];
         let (header_len, trailer): (usize, &[u8]) = match &self.framer {
-            Some(f) => match f.encode_header(msg.payload.len(), &mut header) {
+            Some(f) => match f.encode_header_for(msg.payload.as_slice(), &mut header) {
                 Ok(n) => (n, f.trailer()),
                 Err(_) => {
                     stats.outbound_drops.inc();
@@ -171,7 +171,14 @@ impl Deliver for UdpSession {
 pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: UdpSocket) {
     glommio::spawn_local(expire_sessions(Rc::clone(&core), Rc::clone(&rt))).detach();
     let max = rt.spec.config.max_frame_bytes as usize;
+    let mut since_yield = 0u32;
     loop {
+        // A flood of datagrams must not keep this task running forever.
+        since_yield += 1;
+        if since_yield >= 64 {
+            since_yield = 0;
+            futures_lite::future::yield_now().await;
+        }
         core.mesh_gate.pass().await;
         let mut buf = core.pool.acquire(max + 1).await;
         let received = {

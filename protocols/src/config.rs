@@ -539,6 +539,15 @@ impl DataPlaneConfig {
                 "outbound_queue_bytes must be at least 1024",
             ));
         }
+        if r.max_route_hops > 16 {
+            return Err(ConfigError::new(
+                "runtime",
+                format!(
+                    "max_route_hops must be at most 16, got {}",
+                    r.max_route_hops
+                ),
+            ));
+        }
         if r.write_stall_timeout.is_zero() {
             return Err(ConfigError::new(
                 "runtime",

@@ -455,6 +455,15 @@ impl Framer {
         put(out, 0, plan.header())
     }
 
+    /// Checks `payload` the way [`Framer::encode`] does (size, and for a
+    /// delimiter framer that the payload would not be cut in two) and writes
+    /// the header for it into `out`; the caller writes the payload and the
+    /// [`Framer::trailer`] after it, e.g. as one vectored write.
+    pub fn encode_header_for(&self, payload: &[u8], out: &mut [u8]) -> Result<usize, FramingError> {
+        let plan = self.prepare(payload)?;
+        put(out, 0, plan.header())
+    }
+
     /// Bytes written after the payload (delimiter bytes, else empty).
     pub fn trailer(&self) -> &[u8] {
         match &self.rule {

@@ -612,3 +612,24 @@ fn toml_config() {
         parse(r#"framing = { kind = "length_field", width = 2, byte_order = "middle" }"#).is_err()
     );
 }
+
+#[test]
+fn encode_header_for_refuses_a_payload_that_would_split() {
+    let framer = Framer::new(
+        &FramingConfig::Delimiter {
+            delimiter: "\n".into(),
+            strip_delimiter: true,
+        },
+        64,
+    )
+    .unwrap();
+    let mut header = [0u8; MAX_HEADER_BYTES];
+    assert_eq!(framer.encode_header_for(b"one line", &mut header), Ok(0));
+    assert_eq!(
+        framer.encode_header_for(b"two\nlines", &mut header),
+        Err(FramingError::PayloadContainsDelimiter)
+    );
+    let lf = Framer::new(&FramingConfig::default(), 64).unwrap();
+    assert_eq!(lf.encode_header_for(b"abc", &mut header), Ok(2));
+    assert_eq!(&header[..2], &[0, 3]);
+}
