@@ -6,6 +6,7 @@
 //! the drop is logged at a limited rate.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -19,7 +20,7 @@ use shoal_protocols::framing::{Framer, MAX_HEADER_BYTES};
 use tracing::{info, warn};
 
 use crate::outq::{send_vectored, OutQueue, Segment};
-use crate::pool::Payload;
+use crate::pool::{Payload, SlabPool};
 use crate::signal::{Kick, LocalSignal};
 use crate::stats::LogLimiter;
 
@@ -38,11 +39,58 @@ pub(crate) struct TcpUpstream {
     framer: Framer,
     trailer: Rc<[u8]>,
     queue: RefCell<OutQueue>,
+    /// Lengths of the queued frames, and how much of the first has gone
+    /// out: a connection that fails mid-frame must not leave the next one
+    /// starting with a frame's tail.
+    frames: RefCell<FrameBounds>,
+    /// The core's pool, for compacting the queue.
+    pool: SlabPool,
     kick: Kick,
     stopped: LocalSignal,
     connected: Cell<bool>,
     drop_log: LogLimiter,
     connect_log: LogLimiter,
+}
+
+/// An upstream that takes nothing at all for this long is reconnected.
+const UPSTREAM_STALL: Duration = Duration::from_secs(30);
+
+/// Frame boundaries of a byte queue.
+#[derive(Debug, Default)]
+struct FrameBounds {
+    lengths: VecDeque<usize>,
+    front_sent: usize,
+}
+
+impl FrameBounds {
+    /// `n` more bytes went out.
+    fn sent(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(&front) = self.lengths.front() else {
+                return;
+            };
+            let rest = front - self.front_sent;
+            if n >= rest {
+                n -= rest;
+                self.lengths.pop_front();
+                self.front_sent = 0;
+            } else {
+                self.front_sent += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Bytes left of a frame that is partly sent (to drop before a new
+    /// connection starts), 0 when the queue starts on a boundary.
+    fn take_partial(&mut self) -> usize {
+        if self.front_sent == 0 {
+            return 0;
+        }
+        let rest = self.lengths.pop_front().unwrap_or(0) - self.front_sent;
+        self.front_sent = 0;
+        rest
+    }
 }
 
 impl TcpUpstream {
@@ -52,6 +100,7 @@ impl TcpUpstream {
         addr: SocketAddr,
         framer: Framer,
         queue_bytes: usize,
+        pool: SlabPool,
     ) -> Rc<Self> {
         let trailer: Rc<[u8]> = Rc::from(framer.trailer());
         let up = Rc::new(Self {
@@ -60,6 +109,8 @@ impl TcpUpstream {
             framer,
             trailer,
             queue: RefCell::new(OutQueue::new(queue_bytes)),
+            frames: RefCell::new(FrameBounds::default()),
+            pool,
             kick: Kick::default(),
             stopped: LocalSignal::default(),
             connected: Cell::new(false),
@@ -107,8 +158,14 @@ impl TcpUpstream {
 
     /// Writes the queue out until the connection fails or the route stops.
     async fn pump(&self, stream: &mut TcpStream) -> io::Result<()> {
+        // A frame cut short by the previous connection is dropped whole.
+        let partial = self.frames.borrow_mut().take_partial();
+        if partial > 0 {
+            self.queue.borrow_mut().consume(partial);
+        }
         loop {
-            let (empty, _) = self.queue.borrow_mut().write_to(stream.as_raw_fd())?;
+            let (empty, written) = self.queue.borrow_mut().write_to(stream.as_raw_fd())?;
+            self.frames.borrow_mut().sent(written);
             if self.stopped.is_raised() {
                 return Ok(());
             }
@@ -124,14 +181,39 @@ impl TcpUpstream {
                 if !kicked.or(stop).await {
                     return Ok(());
                 }
-            } else {
-                // The socket is full: wait until it takes the front bytes.
-                let front: Vec<u8> = self.queue.borrow().front().to_vec();
-                let n = stream.write(&front).await?;
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::WriteZero, "upstream closed"));
+                continue;
+            }
+            // The socket is full: wait until it takes the front bytes, the
+            // route stops, or the upstream has taken nothing for too long.
+            {
+                let mut queue = self.queue.borrow_mut();
+                if queue.wants_compaction() {
+                    queue.compact(&self.pool);
                 }
-                self.queue.borrow_mut().consume(n);
+            }
+            let front: Vec<u8> = self.queue.borrow().front().to_vec();
+            let write = async { Some(stream.write(&front).await) };
+            let stop = async {
+                self.stopped.wait().await;
+                None
+            };
+            let stall = async {
+                glommio::timer::sleep(UPSTREAM_STALL).await;
+                Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the upstream took nothing for 30s",
+                )))
+            };
+            match write.or(stop).or(stall).await {
+                None => return Ok(()),
+                Some(Ok(0)) => {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "upstream closed"))
+                }
+                Some(Ok(n)) => {
+                    self.queue.borrow_mut().consume(n);
+                    self.frames.borrow_mut().sent(n);
+                }
+                Some(Err(e)) => return Err(e),
             }
         }
     }
@@ -176,7 +258,12 @@ impl Forwarder for TcpUpstream {
             },
         ];
         queue.push_rest(&segments, 0);
+        if !self.connected.get() && queue.wants_compaction() {
+            // Down: what waits should not pin a read buffer per message.
+            queue.compact(&self.pool);
+        }
         drop(queue);
+        self.frames.borrow_mut().lengths.push_back(total);
         self.kick.kick();
         true
     }
@@ -230,4 +317,25 @@ impl Forwarder for UdpUpstream {
     }
 
     fn stop(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameBounds;
+
+    #[test]
+    fn frame_bounds_follow_partial_writes() {
+        let mut f = FrameBounds::default();
+        f.lengths.extend([5, 3, 4]);
+        f.sent(2);
+        assert_eq!(f.front_sent, 2);
+        f.sent(4);
+        // 5 done, 1 of 3 sent.
+        assert_eq!(f.lengths.len(), 2);
+        assert_eq!(f.take_partial(), 2);
+        assert_eq!(f.lengths.iter().copied().collect::<Vec<_>>(), vec![4]);
+        assert_eq!(f.take_partial(), 0);
+        f.sent(4);
+        assert!(f.lengths.is_empty());
+    }
 }

@@ -91,6 +91,14 @@ fn main() -> ExitCode {
         print!("{EMBEDDED_DEFAULT_TOML}");
         return ExitCode::SUCCESS;
     }
+    // Executors never write to stderr themselves: lines go through a
+    // bounded queue to a writer thread, and are dropped (not waited for)
+    // if it is full, so a slow log reader cannot stall a core.
+    let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(65_536)
+        .thread_name("shoal-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -98,7 +106,7 @@ fn main() -> ExitCode {
         )
         .with_thread_names(true)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,13 +231,9 @@ fn run(cli: Cli) -> Result<(), String> {
     }
     drop(reply_tx);
 
-    if let Err(e) = collect_replies(&replies, cores, plan.version) {
-        // Cores that did start hold sockets and the mesh; a failed start
-        // ends the whole process.
-        eprintln!("shoal-dataplane: {e}");
-        error!("{e}");
-        std::process::exit(1);
-    }
+    // Cores that did start hold sockets and the mesh; a failed start ends
+    // the whole process (returning from main ends every thread).
+    collect_replies(&replies, cores, plan.version)?;
     let listeners: Vec<String> = plan
         .listeners
         .iter()

@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use shoal_protocols::framing::MAX_HEADER_BYTES;
 
-use crate::pool::Payload;
+use crate::pool::{Payload, PoolBuf, SlabPool};
 
 /// Most slices handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
@@ -79,7 +79,16 @@ pub(crate) struct OutQueue {
     segments: VecDeque<Segment>,
     queued_bytes: usize,
     limit_bytes: usize,
+    /// Segments queued since the last compaction: each may hold a whole
+    /// pool buffer for a few bytes.
+    loose_segments: usize,
 }
+
+/// Loose segments a queue may hold before it is compacted.
+pub(crate) const COMPACT_AFTER_SEGMENTS: usize = 64;
+
+/// The class compacted bytes are copied into.
+const COMPACT_BUFFER_BYTES: usize = 4096;
 
 impl OutQueue {
     pub(crate) fn new(limit_bytes: usize) -> Self {
@@ -87,7 +96,60 @@ impl OutQueue {
             segments: VecDeque::new(),
             queued_bytes: 0,
             limit_bytes,
+            loose_segments: 0,
         }
+    }
+
+    /// Whether enough loose segments are queued to be worth compacting.
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.loose_segments >= COMPACT_AFTER_SEGMENTS
+    }
+
+    /// Copies the queued bytes into as few fresh pool buffers as they fill,
+    /// so that a queue that waits (a slow reader, an upstream that is down)
+    /// holds about its queued bytes of pool memory, not one read buffer per
+    /// message. Stops early, keeping the rest as it is, when the pool has
+    /// no buffer to spare.
+    pub(crate) fn compact(&mut self, pool: &SlabPool) {
+        let mut compacted: VecDeque<Segment> = VecDeque::new();
+        let mut current: Option<PoolBuf> = None;
+        while let Some(segment) = self.segments.pop_front() {
+            let mut bytes = segment.as_slice();
+            while !bytes.is_empty() {
+                let full = current.as_ref().is_none_or(|b| b.len() == b.capacity());
+                if full {
+                    if let Some(done) = current.take() {
+                        compacted.push_back(Segment::Payload(Payload::whole(done)));
+                    }
+                    current = pool.try_acquire(COMPACT_BUFFER_BYTES);
+                }
+                let Some(buf) = current.as_mut() else {
+                    break;
+                };
+                let n = bytes.len().min(buf.capacity() - buf.len());
+                let (head, tail) = bytes.split_at(n);
+                buf.extend_from_slice(head);
+                bytes = tail;
+            }
+            if !bytes.is_empty() {
+                // Out of buffers: this segment's rest and everything after
+                // it stay as they are, in order.
+                let rest = segment.len() - bytes.len();
+                let mut segment = segment.clone();
+                segment.advance(rest);
+                if let Some(done) = current.take() {
+                    compacted.push_back(Segment::Payload(Payload::whole(done)));
+                }
+                compacted.push_back(segment);
+                compacted.extend(self.segments.drain(..));
+                break;
+            }
+        }
+        if let Some(done) = current.take() {
+            compacted.push_back(Segment::Payload(Payload::whole(done)));
+        }
+        self.segments = compacted;
+        self.loose_segments = 0;
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -121,6 +183,7 @@ impl OutQueue {
             }
             self.queued_bytes += s.len();
             self.segments.push_back(s);
+            self.loose_segments += 1;
         }
     }
 
@@ -169,6 +232,7 @@ impl OutQueue {
     pub(crate) fn clear(&mut self) {
         self.segments.clear();
         self.queued_bytes = 0;
+        self.loose_segments = 0;
     }
 }
 
@@ -237,6 +301,43 @@ mod tests {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn compaction_keeps_the_bytes_and_releases_the_read_buffers() {
+        let pool = SlabPool::new(&PoolSettings::default());
+        let mut q = OutQueue::new(1 << 20);
+        let mut expected = Vec::new();
+        for i in 0..100u32 {
+            // Each message pins its own 512-byte read buffer.
+            let mut b = pool.try_acquire(8).unwrap();
+            let text = format!("message {i};");
+            b.extend_from_slice(text.as_bytes());
+            let header = [0u8, u8::try_from(text.len()).unwrap()];
+            q.push_rest(
+                &[
+                    Segment::inline(&header),
+                    Segment::Payload(Payload::whole(b)),
+                ],
+                0,
+            );
+            expected.extend_from_slice(&header);
+            expected.extend_from_slice(text.as_bytes());
+        }
+        // Something already went out of the front.
+        q.consume(3);
+        assert!(q.wants_compaction());
+        assert_eq!(pool.figures()[0].in_use, 100);
+        q.compact(&pool);
+        assert!(!q.wants_compaction());
+        assert_eq!(pool.figures()[0].in_use, 0, "the read buffers went back");
+        assert_eq!(pool.figures()[1].in_use, 1, "one 4 KiB buffer holds it all");
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (empty, written) = q.write_to(a.as_raw_fd()).unwrap();
+        assert!(empty);
+        let mut got = vec![0u8; written];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, expected[3..]);
+    }
 
     #[test]
     fn queue_writes_vectored_and_tracks_bytes() {

@@ -15,6 +15,7 @@ use shoal_protocols::topic::{validate_topic_name, TopicTree};
 
 use crate::forward::{Forwarder, TcpUpstream, UdpUpstream};
 use crate::message::Message;
+use crate::pool::SlabPool;
 
 enum CompiledAction {
     Republish(Vec<TemplatePart>),
@@ -63,9 +64,13 @@ impl RouteTable {
 
     /// Compiles validated route configs; forward routes get this core's
     /// upstream connections. `largest_frame` bounds upstream framing.
-    pub(crate) fn build(configs: &[RouteConfig], largest_frame: u32) -> Result<Self, String> {
+    pub(crate) fn build(
+        configs: &[RouteConfig],
+        largest_frame: u32,
+        pool: &SlabPool,
+    ) -> Result<Self, String> {
         let mut table = Self::empty();
-        if let Err(e) = table.add_all(configs, largest_frame) {
+        if let Err(e) = table.add_all(configs, largest_frame, pool) {
             // Upstreams already started for earlier routes must not linger.
             table.stop();
             return Err(e);
@@ -73,7 +78,12 @@ impl RouteTable {
         Ok(table)
     }
 
-    fn add_all(&mut self, configs: &[RouteConfig], largest_frame: u32) -> Result<(), String> {
+    fn add_all(
+        &mut self,
+        configs: &[RouteConfig],
+        largest_frame: u32,
+        pool: &SlabPool,
+    ) -> Result<(), String> {
         let table = self;
         for (i, r) in configs.iter().enumerate() {
             let action = match &r.action {
@@ -92,6 +102,7 @@ impl RouteTable {
                         addr,
                         framer,
                         *queue_bytes as usize,
+                        pool.clone(),
                     ))
                 }
                 RouteAction::ForwardUdp { address } => {
@@ -220,7 +231,7 @@ fn render(template: &[TemplatePart], m: &Message) -> Result<Rc<str>, String> {
 mod tests {
     use super::*;
     use crate::message::Origin;
-    use crate::pool::{Payload, SlabPool};
+    use crate::pool::Payload;
     use shoal_protocols::config::PoolSettings;
 
     fn msg(topic: &str, device: Option<&str>, hops: u8) -> Message {
@@ -283,6 +294,7 @@ mod tests {
                 ),
             ],
             4096,
+            &SlabPool::new(&PoolSettings::default()),
         )
         .unwrap();
         assert_eq!(
@@ -318,6 +330,7 @@ mod tests {
                 route("d", "devices/x/up", None, RouteAction::Drop),
             ],
             4096,
+            &SlabPool::new(&PoolSettings::default()),
         )
         .unwrap();
         assert_eq!(
@@ -339,6 +352,7 @@ mod tests {
                 ),
             ],
             4096,
+            &SlabPool::new(&PoolSettings::default()),
         )
         .unwrap();
         assert!(!t.apply(&msg("devices/x/up", None, 0), 4).deliver);

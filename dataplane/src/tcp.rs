@@ -162,6 +162,11 @@ impl DeferredFlush for TcpConn {
                 self.core.stats.bytes_out.add(written as u64);
                 if !empty {
                     // The socket is full: the task waits until it drains.
+                    let mut out = self.out.borrow_mut();
+                    if out.wants_compaction() {
+                        out.compact(&self.core.pool);
+                    }
+                    drop(out);
                     self.kick.kick();
                 }
             }
@@ -228,6 +233,9 @@ impl Deliver for TcpConn {
         } else if out.has_room(total) {
             stats.messages_out.inc();
             out.push_rest(&self.segments(header, &msg.payload), 0);
+            if out.wants_compaction() {
+                out.compact(&self.core.pool);
+            }
         } else {
             stats.outbound_drops.inc();
         }
@@ -439,6 +447,12 @@ async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<()
         }
         // The socket is full. Wait until it takes the front bytes; while
         // this task owns the write, nothing else writes the queue.
+        {
+            let mut out = conn.out.borrow_mut();
+            if out.wants_compaction() {
+                out.compact(&core.pool);
+            }
+        }
         let front = conn.out.borrow().front().to_vec();
         conn.write_blocked.set(true);
         let write = async { Wait::Written(stream.write(&front).await) };
