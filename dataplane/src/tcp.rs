@@ -505,12 +505,18 @@ async fn with_room(
     if buf.capacity() - buf.len() >= spare {
         return Ok(buf);
     }
-    let hint = framer.frame_len_hint(buf.filled());
-    let needed = hint.unwrap_or(buf.capacity() * 2).max(buf.len() + spare);
-    if needed > core.pool.largest_buffer_bytes() {
+    let largest = core.pool.largest_buffer_bytes();
+    let wanted = buf.len() + spare;
+    // The size the header declares, else double (but at most the largest
+    // class: the framer has already refused frames beyond the limit).
+    let needed = framer
+        .frame_len_hint(buf.filled())
+        .unwrap_or(buf.capacity() * 2)
+        .max(wanted)
+        .min(largest);
+    if needed < wanted {
         return Err(End::Frame(format!(
-            "a frame needs more than {} bytes",
-            core.pool.largest_buffer_bytes()
+            "a frame needs more than {largest} bytes"
         )));
     }
     let mut bigger = core.pool.acquire(needed).await;
