@@ -21,7 +21,7 @@ use glommio::net::{TcpListener, UdpSocket};
 use shoal_protocols::config::{DataPlaneConfig, ListenerProtocol, RuntimeSettings};
 use tracing::info;
 
-use crate::core::{CloseReason, Core};
+use crate::core::{CloseReason, Connection, Core};
 use crate::listener::ListenerSpec;
 use crate::routes::RouteTable;
 use crate::signal::LocalSignal;
@@ -227,8 +227,10 @@ pub(crate) fn commit(core: &Rc<Core>, prepared: Prepared, applied: &mut Applied)
     }
 }
 
-/// Drains the connections of a removed listener: half-close now, close
-/// what is left at the drain deadline.
+/// Drains the connections a removed listener had when it was removed:
+/// half-close now, close what is left of them at the drain deadline. (A
+/// listener added again under the same name meanwhile keeps its own new
+/// connections.)
 async fn drain_listener(core: Rc<Core>, listener: String) {
     let timeout = core.settings.borrow().drain_timeout;
     let conns = core.conns_of(&listener);
@@ -244,11 +246,13 @@ async fn drain_listener(core: Rc<Core>, listener: String) {
     for c in &conns {
         c.begin_drain();
     }
+    // A connection that ended is held only by this list.
+    let open = |conns: &[Rc<dyn Connection>]| conns.iter().any(|c| Rc::strong_count(c) > 1);
     let deadline = Instant::now() + timeout;
-    while !core.conns_of(&listener).is_empty() && Instant::now() < deadline {
+    while open(&conns) && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
-    for c in core.conns_of(&listener) {
+    for c in conns.iter().filter(|c| Rc::strong_count(c) > 1) {
         c.close(CloseReason::ListenerRemoved);
     }
 }
