@@ -5,6 +5,7 @@
 //! entered: every matching route acts; `drop` stops the message (no later
 //! route, no subscriber).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use shoal_protocols::config::{
@@ -33,6 +34,8 @@ struct CompiledRoute {
 pub(crate) struct RouteTable {
     routes: Vec<CompiledRoute>,
     by_filter: TopicTree<usize>,
+    /// Reused list of the routes matching one message.
+    matched: RefCell<Vec<usize>>,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -59,6 +62,7 @@ impl RouteTable {
         Self {
             routes: Vec::new(),
             by_filter: TopicTree::new(),
+            matched: RefCell::new(Vec::new()),
         }
     }
 
@@ -148,11 +152,12 @@ impl RouteTable {
                 deliver: true,
             };
         }
-        let mut matched: Vec<usize> = Vec::new();
+        let mut matched = self.matched.borrow_mut();
+        matched.clear();
         self.by_filter
             .for_each_match(&m.topic, |i| matched.push(*i));
         matched.sort_unstable();
-        for i in matched {
+        for &i in matched.iter() {
             let Some(route) = self.routes.get(i) else {
                 continue;
             };

@@ -1,54 +1,93 @@
-//! A one-shot, level-triggered signal between tasks of one core.
+//! Wake-up primitives between tasks of one core: a [`Gate`] that waiters
+//! pass while it is open, a one-shot [`LocalSignal`] built on it, and a
+//! [`Kick`] for a single task.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-/// Once raised, stays raised; every waiter wakes.
+/// A gate tasks wait at while it is closed; opening wakes them all.
 #[derive(Debug, Default)]
-pub(crate) struct LocalSignal {
-    raised: Cell<bool>,
+pub(crate) struct Gate {
+    closed: Cell<bool>,
     waiters: RefCell<Vec<Waker>>,
 }
 
-impl LocalSignal {
-    pub(crate) fn raise(&self) {
-        if !self.raised.replace(true) {
+impl Gate {
+    /// A gate that starts closed.
+    pub(crate) fn closed() -> Self {
+        Self {
+            closed: Cell::new(true),
+            waiters: RefCell::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.set(true);
+    }
+
+    pub(crate) fn open(&self) {
+        if self.closed.replace(false) {
             for w in self.waiters.borrow_mut().drain(..) {
                 w.wake();
             }
         }
     }
 
-    pub(crate) fn is_raised(&self) -> bool {
-        self.raised.get()
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
     }
 
-    /// Resolves once the signal is raised.
-    pub(crate) fn wait(&self) -> Raised<'_> {
-        Raised { signal: self }
+    /// Resolves once the gate is open.
+    pub(crate) fn pass(&self) -> Pass<'_> {
+        Pass { gate: self }
     }
 }
 
-/// Future of [`LocalSignal::wait`].
+/// Future of [`Gate::pass`].
 #[derive(Debug)]
-pub(crate) struct Raised<'a> {
-    signal: &'a LocalSignal,
+pub(crate) struct Pass<'a> {
+    gate: &'a Gate,
 }
 
-impl Future for Raised<'_> {
+impl Future for Pass<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.signal.raised.get() {
+        if !self.gate.closed.get() {
             return Poll::Ready(());
         }
-        let mut waiters = self.signal.waiters.borrow_mut();
+        let mut waiters = self.gate.waiters.borrow_mut();
         if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
             waiters.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+/// Once raised, stays raised; every waiter wakes. A gate that only opens.
+#[derive(Debug)]
+pub(crate) struct LocalSignal(Gate);
+
+impl Default for LocalSignal {
+    fn default() -> Self {
+        Self(Gate::closed())
+    }
+}
+
+impl LocalSignal {
+    pub(crate) fn raise(&self) {
+        self.0.open();
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        !self.0.is_closed()
+    }
+
+    /// Resolves once the signal is raised.
+    pub(crate) fn wait(&self) -> Pass<'_> {
+        self.0.pass()
     }
 }
 
@@ -92,50 +131,29 @@ impl Future for Kicked<'_> {
     }
 }
 
-/// A gate tasks wait at while it is closed; opening wakes them all.
-#[derive(Debug, Default)]
-pub(crate) struct Gate {
-    closed: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Gate {
-    pub(crate) fn close(&self) {
-        self.closed.set(true);
-    }
-
-    pub(crate) fn open(&self) {
-        if self.closed.replace(false) {
-            for w in self.waiters.borrow_mut().drain(..) {
-                w.wake();
+    #[test]
+    fn a_signal_wakes_every_waiter_once_and_stays_raised() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let signal = std::rc::Rc::new(LocalSignal::default());
+            let waiters: Vec<_> = (0..3)
+                .map(|_| {
+                    let s = std::rc::Rc::clone(&signal);
+                    glommio::spawn_local(async move { s.wait().await })
+                })
+                .collect();
+            glommio::executor().yield_task_queue_now().await;
+            assert!(!signal.is_raised());
+            signal.raise();
+            for w in waiters {
+                w.await;
             }
-        }
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.get()
-    }
-
-    /// Resolves once the gate is open.
-    pub(crate) fn pass(&self) -> Pass<'_> {
-        Pass { gate: self }
-    }
-}
-
-/// Future of [`Gate::pass`].
-#[derive(Debug)]
-pub(crate) struct Pass<'a> {
-    gate: &'a Gate,
-}
-
-impl Future for Pass<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.gate.closed.get() {
-            return Poll::Ready(());
-        }
-        self.gate.waiters.borrow_mut().push(cx.waker().clone());
-        Poll::Pending
+            assert!(signal.is_raised());
+            signal.wait().await;
+        });
     }
 }

@@ -7,6 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::{Rc, Weak};
@@ -40,6 +41,8 @@ pub(crate) struct UdpListenerRt {
     /// task, which outlives every session).
     fd: RawFd,
     sessions: RefCell<HashMap<Rc<str>, Rc<UdpSession>>>,
+    /// Reused to spell a peer address as a device id.
+    peer_id: RefCell<String>,
     /// Raised when the listener is removed.
     pub(crate) removed: LocalSignal,
     bad_log: LogLimiter,
@@ -75,6 +78,7 @@ pub(crate) fn bind(spec: &Arc<ListenerSpec>) -> Result<(UdpSocket, Rc<UdpListene
         idle_timeout: c.idle_timeout,
         fd: socket.as_raw_fd(),
         sessions: RefCell::new(HashMap::new()),
+        peer_id: RefCell::new(String::with_capacity(48)),
         removed: LocalSignal::default(),
         bad_log: LogLimiter::new(Duration::from_secs(5)),
         refuse_log: LogLimiter::new(Duration::from_secs(5)),
@@ -230,7 +234,10 @@ fn datagram(
     buf: &Rc<crate::pool::PoolBuf>,
 ) -> Result<(), String> {
     let bytes = buf.filled();
-    let (device, body_start): (String, usize) = match &rt.identity {
+    // The id is read in place (prefix) or written into a reused string
+    // (peer address): no allocation per datagram.
+    let mut peer_id = rt.peer_id.borrow_mut();
+    let (device, body_start): (&str, usize) = match &rt.identity {
         IdentityRule::PayloadPrefix { bytes: prefix } => {
             let prefix = *prefix as usize;
             let raw = bytes
@@ -238,12 +245,17 @@ fn datagram(
                 .ok_or_else(|| format!("shorter than the {prefix}-byte device id prefix"))?;
             let text =
                 std::str::from_utf8(raw).map_err(|_| "device id prefix is not UTF-8".to_owned())?;
-            (text.trim_end_matches(['\0', ' ']).to_owned(), prefix)
+            (text.trim_end_matches(['\0', ' ']), prefix)
         }
-        _ => (peer.to_string(), 0),
+        _ => {
+            peer_id.clear();
+            let _ = write!(peer_id, "{peer}");
+            (peer_id.as_str(), 0)
+        }
     };
-    validate_device_id(&device)?;
-    let session = session_for(core, rt, &device, peer)?;
+    validate_device_id(device)?;
+    let session = session_for(core, rt, device, peer)?;
+    drop(peer_id);
     let origin = Origin {
         listener: Some(Rc::clone(&rt.name)),
         device: Some(Rc::clone(&session.device)),
