@@ -74,6 +74,7 @@ impl CoreStats {
             route_dropped: self.route_dropped.get(),
             forward_sent: self.forward_sent.get(),
             forward_drops: self.forward_drops.get(),
+            latency: Default::default(),
             backpressure_pauses: pool.backpressure_pauses(),
             pools: pool.figures(),
         }

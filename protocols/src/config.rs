@@ -173,6 +173,22 @@ pub struct ListenerConfig {
     pub framing: Option<FramingConfig>,
     /// Identity rule.
     pub identity: IdentityRule,
+    /// Whether a device must prove it is in the registry.
+    #[serde(default)]
+    pub auth: ListenerAuth,
+}
+
+/// What a device must show before its messages are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ListenerAuth {
+    /// Any device id is taken as it is given.
+    #[default]
+    None,
+    /// The login frame is `{device_id}:{secret}` (split at the last `:`),
+    /// and the device must be in the registry with that secret.
+    DeviceSecret,
 }
 
 fn default_max_connections() -> u32 {
@@ -331,7 +347,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(location: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(location: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             location: location.into(),
             reason: reason.into(),
@@ -442,6 +458,15 @@ impl DataPlaneConfig {
                     ))
                 }
                 _ => {}
+            }
+            if l.auth == ListenerAuth::DeviceSecret
+                && !(l.protocol == ListenerProtocol::Tcp && l.identity == IdentityRule::LoginFrame)
+            {
+                return Err(ConfigError::new(
+                    at,
+                    "auth device_secret needs a tcp listener with identity login_frame \
+                     (the login frame carries `{device_id}:{secret}`)",
+                ));
             }
         }
         let mut route_names: Vec<&str> = Vec::new();
@@ -596,6 +621,11 @@ impl DataPlaneConfig {
 }
 
 fn toml_like_parse(text: &str) -> Result<DataPlaneConfig, ConfigError> {
+    parse_toml(text)
+}
+
+/// Parses a TOML document into `T`; the error names the line and column.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| {
         let location = match e.span() {
             Some(span) => {

@@ -52,6 +52,27 @@ pub struct CoreFigures {
     pub backpressure_pauses: u64,
     /// Buffer pool figures, one entry per size class.
     pub pools: Vec<PoolClassFigures>,
+    /// How long a message takes from the end of its read to the end of its
+    /// handling on the core (routes, local deliveries, hand-off to other
+    /// cores), over the last reporting period.
+    pub latency: LatencyFigures,
+}
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyFigures {
+    /// Samples in the histogram.
+    pub samples: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest sample.
+    pub max_us: u64,
 }
 
 /// Figures of one pool size class on one core.

@@ -30,6 +30,7 @@
 )]
 
 pub mod config;
+pub mod control;
 pub mod figures;
 pub mod framing;
 pub mod topic;
