@@ -14,6 +14,7 @@
 //! - [`stats`]: the per-core stats lines, parsed.
 //! - [`devices`]: TCP and UDP devices, device pairs, and a TCP upstream.
 //! - [`downlink`]: bursts of downlink for a device that is not reading.
+//! - [`planes`]: both planes as processes, and `shoalctl` runs against them.
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod devices;
 pub mod downlink;
 pub mod log;
+pub mod planes;
 pub mod process;
 pub mod stats;
 
@@ -30,6 +32,7 @@ pub use devices::{
     FrameSink, TcpDevice,
 };
 pub use downlink::{burst_config, DownlinkBurst, BURST_FRAMES};
+pub use planes::{Daemon, Planes, CONTROLPLANE_READY, EMPTY_DATAPLANE_CONFIG};
 pub use log::{core_of, has_field, thread_of, Log, LogLine};
 pub use process::{
     dataplane_bin, free_ports, run_bin, run_dataplane, thread_states, workspace_bin, Dataplane,

@@ -52,7 +52,7 @@ pub fn dataplane_bin() -> PathBuf {
 /// Starts `command` with `RUST_LOG=info`, the given stdin and both output
 /// streams captured (echoed to the test's stderr as `tag`); returns the
 /// child with its stderr and stdout logs.
-fn spawn_captured(command: &mut Command, stdin: Stdio, tag: &str) -> (Child, Log, Log) {
+pub(crate) fn spawn_captured(command: &mut Command, stdin: Stdio, tag: &str) -> (Child, Log, Log) {
     let mut child = command
         .env("RUST_LOG", "info")
         .stdin(stdin)
