@@ -32,8 +32,8 @@ pub use devices::{
     FrameSink, TcpDevice,
 };
 pub use downlink::{burst_config, DownlinkBurst, BURST_FRAMES};
-pub use planes::{Daemon, Planes, CONTROLPLANE_READY, EMPTY_DATAPLANE_CONFIG};
 pub use log::{core_of, has_field, thread_of, Log, LogLine};
+pub use planes::{Daemon, Planes, CONTROLPLANE_READY, EMPTY_DATAPLANE_CONFIG};
 pub use process::{
     dataplane_bin, free_ports, run_bin, run_dataplane, thread_states, workspace_bin, Dataplane,
     RunOutput, TempConfig,
