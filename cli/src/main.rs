@@ -1,189 +1,179 @@
 //! `shoalctl`: what operators run against Shoal.
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 invalid input (bad config,
-//! bad arguments).
+//! It talks only to the control plane, over its Unix socket (`--socket`,
+//! else `$SHOAL_SOCKET`, else `./.shoal/control.sock` when it exists, else
+//! `/run/shoal/control.sock`), with the control protocol of
+//! `shoal_protocols::control`: a hello, then one request and one answer at
+//! a time.
+//!
+//! ```text
+//! parse arguments ─▶ resolve the socket ─▶ connect + Hello{Cli} ─▶ Welcome (version checked)
+//!   ─▶ CliRequest ─▶ CliResponse ─▶ table (default) or JSON (-o json) on stdout
+//!   errors ─▶ stderr `shoalctl: <message>`, exit code by class
+//! ```
+//!
+//! Exit codes:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | failure: the control plane is unreachable, a data plane refused the change or did not answer in time, an internal error |
+//! | 2 | invalid input: bad arguments, a bad file, or a change the control plane refused as invalid |
+//! | 3 | not found: the resource does not exist |
+//!
+//! The JSON shapes are described in [`view`]. `config` and `figures` work
+//! without a control plane; `up` starts one (and a data plane) in the
+//! foreground.
 
-use std::path::PathBuf;
+mod args;
+mod client;
+mod commands;
+mod device_csv;
+mod error;
+mod human;
+mod secret_gen;
+mod socket;
+mod spec;
+mod table;
+mod up;
+mod view;
+
+#[cfg(test)]
+mod command_tests;
+#[cfg(test)]
+mod fake_plane;
+#[cfg(test)]
+mod testdir;
+
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use shoal_protocols::config::{DataPlaneConfig, EMBEDDED_DEFAULT_TOML};
-use shoal_protocols::figures::CoreFigures;
+use clap::Parser;
+use shoal_protocols::control::{Product, Stream};
 
-/// Operate Shoal.
-#[derive(Debug, Parser)]
-#[command(name = "shoalctl", version, about)]
-struct Cli {
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = Output::Table, global = true)]
-    output: Output,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    Table,
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Data-plane config files.
-    Config {
-        #[command(subcommand)]
-        command: ConfigCommand,
-    },
-    /// Summarise figure lines (as `shoal-dataplane` prints them every
-    /// --stats-interval) read from standard input: the last line per core.
-    Figures,
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Validate a config file and list its listeners and routes.
-    Check { file: PathBuf },
-    /// Print the embedded default config.
-    Default,
-}
+use args::{
+    Cli, Command, ConfigCommand, DeviceCommand, ListenerCommand, ProductCommand, RouteCommand,
+    StreamCommand,
+};
+use client::ControlClient;
+use commands::{
+    apply, completions, config, device, figures, get, import, listener, product, route, stats,
+    status, stream,
+};
+use error::{CliError, CliResult};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let result = run(cli, &mut out).and_then(|()| out.flush().map_err(CliError::from));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            e.report();
+            e.exit_code()
+        }
+    }
+}
+
+/// Runs one command, writing its output to `out`.
+fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
+    let format = cli.output;
+    let connect = || ControlClient::connect(&socket::resolve_for_process(cli.socket.as_deref()));
     match cli.command {
-        Command::Config {
-            command: ConfigCommand::Default,
-        } => {
-            print!("{EMBEDDED_DEFAULT_TOML}");
-            ExitCode::SUCCESS
+        Command::Config(ConfigCommand::Default) => config::default(out),
+        Command::Config(ConfigCommand::Check { file }) => config::check(&file, format, out),
+        Command::Figures => figures::run(&mut std::io::stdin().lock(), format, out),
+        Command::Completions { shell } => completions::run(shell, out),
+        Command::Up(args) => up::run(&args),
+        Command::Status => status::run(&mut connect()?, format, out),
+        Command::Apply(args) => {
+            // A bad file is refused before the control plane is dialed.
+            let resources = apply::read_document(&args.file)?;
+            apply::run(
+                &mut connect()?,
+                resources,
+                args.dry_run,
+                args.prune,
+                format,
+                out,
+            )
         }
-        Command::Config {
-            command: ConfigCommand::Check { file },
-        } => check(&file, cli.output),
-        Command::Figures => figures(cli.output),
-    }
-}
-
-fn check(file: &PathBuf, output: Output) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("shoalctl: cannot read {}: {e}", file.display());
-            return ExitCode::from(2);
+        Command::Get(args) => {
+            get::parse_kind(&args.kind)?;
+            get::run(&mut connect()?, &args.kind, args.name, format, out)
         }
-    };
-    let config = match DataPlaneConfig::from_toml(&text).and_then(|c| c.validate().map(|()| c)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("shoalctl: {}: {e}", file.display());
-            return ExitCode::from(2);
+        Command::Listener(ListenerCommand::Add(args)) => {
+            listener::add(&mut connect()?, &args, format, out)
         }
-    };
-    match output {
-        Output::Json => {
-            let listeners: Vec<_> = config
-                .listeners
-                .iter()
-                .map(|l| {
-                    serde_json::json!({
-                        "name": l.name, "protocol": l.protocol.to_string(), "bind": l.bind,
-                        "max_connections": l.max_connections, "max_frame_bytes": l.max_frame_bytes,
-                    })
-                })
-                .collect();
-            let routes: Vec<_> = config
-                .routes
-                .iter()
-                .map(|r| serde_json::json!({"name": r.name, "filter": r.filter}))
-                .collect();
-            println!(
-                "{}",
-                serde_json::json!({"valid": true, "listeners": listeners, "routes": routes})
-            );
+        Command::Listener(ListenerCommand::Rm { name }) => {
+            listener::rm(&mut connect()?, name, format, out)
         }
-        Output::Table => {
-            println!(
-                "{:<20} {:<6} {:<24} {:>10} {:>10}",
-                "LISTENER", "PROTO", "BIND", "MAX_CONNS", "MAX_FRAME"
-            );
-            for l in &config.listeners {
-                println!(
-                    "{:<20} {:<6} {:<24} {:>10} {:>10}",
-                    l.name, l.protocol, l.bind, l.max_connections, l.max_frame_bytes
-                );
+        Command::Product(ProductCommand::Add {
+            name,
+            description,
+            publish,
+            subscribe,
+        }) => {
+            let product = Product {
+                name,
+                description,
+                publish,
+                subscribe,
+            };
+            product::add(&mut connect()?, product, format, out)
+        }
+        Command::Product(ProductCommand::Rm { name }) => {
+            product::rm(&mut connect()?, name, format, out)
+        }
+        Command::Device(DeviceCommand::Add {
+            id,
+            product,
+            secret,
+        }) => {
+            let new_device = device::prepare(id, product, secret)?;
+            device::add(&mut connect()?, new_device, format, out)
+        }
+        Command::Device(DeviceCommand::Rm { id }) => device::rm(&mut connect()?, id, format, out),
+        Command::Device(DeviceCommand::Kick { id }) => {
+            device::kick(&mut connect()?, id, format, out)
+        }
+        Command::Device(DeviceCommand::Import { file, batch }) => {
+            import::run(&mut connect()?, &file, batch, format, out)
+        }
+        Command::Route(RouteCommand::Add(args)) => {
+            // Argument errors are reported before the control plane is dialed.
+            route::route_of(&args)?;
+            route::add(&mut connect()?, &args, format, out)
+        }
+        Command::Route(RouteCommand::Rm { name }) => route::rm(&mut connect()?, name, format, out),
+        Command::Stream(StreamCommand::Add {
+            name,
+            publish_key,
+            no_play,
+        }) => {
+            let rules = Stream {
+                name,
+                publish_key,
+                allow_play: !no_play,
+            };
+            stream::add(&mut connect()?, rules, format, out)
+        }
+        Command::Stream(StreamCommand::Rm { name }) => {
+            stream::rm(&mut connect()?, name, format, out)
+        }
+        Command::Stats(args) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            if args.watch {
+                for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                    signal_hook::flag::register(sig, Arc::clone(&stop))
+                        .map_err(|e| CliError::runtime(format!("cannot catch signals: {e}")))?;
+                }
             }
-            println!();
-            println!("{:<20} {:<30}", "ROUTE", "FILTER");
-            for r in &config.routes {
-                println!("{:<20} {:<30}", r.name, r.filter);
-            }
+            let watch = args.watch.then_some(args.interval);
+            stats::run(&mut connect()?, watch, &stop, format, out)
         }
     }
-    ExitCode::SUCCESS
-}
-
-/// Parses `key=value` figure lines; the last line of each core wins.
-fn figures(output: Output) -> ExitCode {
-    let mut latest: std::collections::BTreeMap<u16, Vec<(String, String)>> = Default::default();
-    for line in std::io::stdin().lines().map_while(Result::ok) {
-        let Some(start) = line.find("core=") else {
-            continue;
-        };
-        let fields: Vec<(String, String)> = line[start..]
-            .split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let Some(core) = fields
-            .iter()
-            .find(|(k, _)| k == "core")
-            .and_then(|(_, v)| v.parse().ok())
-        else {
-            continue;
-        };
-        latest.insert(core, fields);
-    }
-    if latest.is_empty() {
-        eprintln!("shoalctl: no figure lines on standard input (run shoal-dataplane with --stats-interval)");
-        return ExitCode::from(2);
-    }
-    match output {
-        Output::Json => {
-            let all: Vec<_> = latest
-                .values()
-                .map(|f| {
-                    serde_json::Value::Object(
-                        f.iter()
-                            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                            .collect(),
-                    )
-                })
-                .collect();
-            println!("{}", serde_json::Value::Array(all));
-        }
-        Output::Table => {
-            let cols = [
-                "core",
-                "conns",
-                "msgs_in",
-                "msgs_out",
-                "bytes_in",
-                "bytes_out",
-                "outbound_drops",
-                "mesh_drops",
-            ];
-            println!("{}", cols.map(|c| format!("{c:>14}")).join(""));
-            for fields in latest.values() {
-                let get = |k: &str| {
-                    fields
-                        .iter()
-                        .find(|(x, _)| x == k)
-                        .map_or("-", |(_, v)| v.as_str())
-                        .to_owned()
-                };
-                println!("{}", cols.map(|c| format!("{:>14}", get(c))).join(""));
-            }
-        }
-    }
-    let _ = CoreFigures::default();
-    ExitCode::SUCCESS
 }

@@ -41,6 +41,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts `command` with its output captured (echoed to the test's
+    /// stderr as `name`).
+    pub fn start(name: &'static str, command: &mut Command) -> Self {
+        Self::spawn(name, command, None)
+    }
+
     fn spawn(name: &'static str, command: &mut Command, config: Option<TempConfig>) -> Self {
         let (child, stderr, _stdout) = spawn_captured(command, Stdio::null(), name);
         Self {
