@@ -102,7 +102,10 @@ fn devices_log_in_with_their_secret_and_can_be_kicked() {
             break;
         }
         assert!(failures < 2, "{failures} auth failures counted: {stats}");
-        assert!(Instant::now() < deadline, "auth failures never counted: {stats}");
+        assert!(
+            Instant::now() < deadline,
+            "auth failures never counted: {stats}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 

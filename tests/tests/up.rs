@@ -29,7 +29,10 @@ fn up_starts_both_planes_and_ctrl_c_stops_them() {
         Duration::from_secs(20),
     );
     status.assert_exit_code(0);
-    assert!(status.stdout.contains("tcp-default") || status.stdout.contains("connected"), "{status:?}");
+    assert!(
+        status.stdout.contains("tcp-default") || status.stdout.contains("connected"),
+        "{status:?}"
+    );
 
     // The embedded default config serves: a raw TCP device logs in.
     let mut device = TcpDevice::connect("127.0.0.1:7000".parse().expect("addr"), "up-test");
