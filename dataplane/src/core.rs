@@ -11,16 +11,26 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::Senders;
 use shoal_protocols::config::{PoolSettings, RuntimeSettings};
+use shoal_protocols::control::SecretDigest;
 use shoal_protocols::figures::CoreFigures;
 use slab::Slab;
 use tracing::{info, warn};
 
+use crate::auth::PendingQueries;
 use crate::bus::{Bus, Subscriber};
+use crate::latency::LatencyHistogram;
 use crate::message::{CrossMessage, MeshMsg, Message, Origin};
 use crate::pool::{Payload, SlabPool};
+use crate::registry::RegistryShard;
 use crate::routes::RouteTable;
 use crate::signal::{Gate, Kick, LocalSignal};
 use crate::stats::{CoreStats, LogLimiter};
+
+/// One read in this many is timed for the latency histogram.
+const LATENCY_SAMPLE_EVERY: u32 = 16;
+
+/// Device ids per [`MeshMsg::CloseDevices`] message.
+const CLOSE_BATCH: usize = 256;
 
 /// Typed key of the per-core connection table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +45,10 @@ pub(crate) enum CloseReason {
     Shutdown,
     /// Its listener was removed and the drain deadline passed.
     ListenerRemoved,
+    /// The control plane asked to close the device's connections.
+    Kicked,
+    /// The device left the registry.
+    DeviceRemoved,
 }
 
 /// What the core can ask of any connection, whatever its protocol.
@@ -109,6 +123,14 @@ pub(crate) struct Core {
     batch_depth: Cell<u32>,
     /// Connections to flush when the batch ends.
     deferred: RefCell<Vec<Rc<dyn DeferredFlush>>>,
+    /// The devices this core owns.
+    pub(crate) registry: RefCell<RegistryShard>,
+    /// Logins of this core waiting for another core's registry answer.
+    pub(crate) auth_queries: PendingQueries,
+    /// Time from the end of a read to the end of `publish`, sampled.
+    latency: RefCell<LatencyHistogram>,
+    /// Reads since the last timed one.
+    reads_untimed: Cell<u32>,
 }
 
 impl std::fmt::Debug for Core {
@@ -156,12 +178,61 @@ impl Core {
             route_log: LogLimiter::new(Duration::from_secs(5)),
             batch_depth: Cell::new(0),
             deferred: RefCell::new(Vec::new()),
+            registry: RefCell::new(RegistryShard::default()),
+            auth_queries: PendingQueries::default(),
+            latency: RefCell::new(LatencyHistogram::default()),
+            reads_untimed: Cell::new(0),
         }
     }
 
+    /// Counters and pool figures, with the latency of the current period.
     pub(crate) fn figures(&self) -> CoreFigures {
-        self.stats
-            .figures(u16::try_from(self.index).unwrap_or(u16::MAX), &self.pool)
+        let mut figures = self
+            .stats
+            .figures(u16::try_from(self.index).unwrap_or(u16::MAX), &self.pool);
+        figures.latency = self.latency.borrow().figures();
+        figures
+    }
+
+    /// [`Self::figures`], ending the latency period: the histogram starts
+    /// over.
+    pub(crate) fn take_figures(&self) -> CoreFigures {
+        let figures = self.figures();
+        self.latency.borrow_mut().reset();
+        figures
+    }
+
+    /// Called when a read from a device ends: the instant, for one read in
+    /// [`LATENCY_SAMPLE_EVERY`] (the others are not timed, to keep the
+    /// clock off the per-message path).
+    pub(crate) fn read_clock(&self) -> Option<Instant> {
+        let n = self.reads_untimed.get() + 1;
+        if n >= LATENCY_SAMPLE_EVERY {
+            self.reads_untimed.set(0);
+            Some(Instant::now())
+        } else {
+            self.reads_untimed.set(n);
+            None
+        }
+    }
+
+    /// [`Self::publish`] for a message of a read that ended at `read_end`
+    /// (when that read is timed).
+    pub(crate) fn publish_read(&self, msg: Message, read_end: Option<Instant>) {
+        self.publish(msg);
+        if let Some(start) = read_end {
+            self.latency.borrow_mut().record(start.elapsed());
+        }
+    }
+
+    /// This core's id in the channel mesh: the registry shard it owns.
+    pub(crate) fn mesh_id(&self) -> usize {
+        self.mesh_id
+    }
+
+    /// Registry shards (one per core).
+    pub(crate) fn shards(&self) -> usize {
+        self.peers
     }
 
     pub(crate) fn set_routes(&self, routes: Rc<RouteTable>) {
@@ -270,6 +341,68 @@ impl Core {
             .collect();
         for c in &conns {
             f(c);
+        }
+    }
+
+    /// Closes this core's connection of `device`, if it has one; returns
+    /// how many it closed.
+    pub(crate) fn close_device(&self, device: &str, reason: CloseReason) -> u32 {
+        let Some(id) = self.devices.borrow().get(device).copied() else {
+            return 0;
+        };
+        let conn = self.conns.borrow().get(id.0).map(|e| Rc::clone(&e.conn));
+        match conn {
+            Some(conn) => {
+                conn.close(reason);
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// Closes the connections of devices that left the registry, here and
+    /// (over the mesh) on every other core.
+    pub(crate) fn close_removed_devices(&self, devices: Vec<Box<str>>) {
+        if devices.is_empty() {
+            return;
+        }
+        let closed: u32 = devices
+            .iter()
+            .map(|d| self.close_device(d, CloseReason::DeviceRemoved))
+            .sum();
+        info!(
+            devices = devices.len(),
+            closed, "devices left the registry; closing their connections"
+        );
+        let Some(senders) = &self.senders else {
+            return;
+        };
+        for batch in devices.chunks(CLOSE_BATCH) {
+            for peer in self.other_peers() {
+                let msg = MeshMsg::CloseDevices {
+                    devices: batch.to_vec(),
+                };
+                self.send_to_peer(senders, peer, msg);
+            }
+        }
+    }
+
+    /// Asks core `owner` whether `digest` is device `device`'s; the answer
+    /// comes back as [`MeshMsg::RegistryAnswer`] `query`.
+    pub(crate) fn send_registry_query(
+        &self,
+        owner: usize,
+        query: u64,
+        device: &str,
+        digest: SecretDigest,
+    ) {
+        if let Some(senders) = &self.senders {
+            let msg = MeshMsg::RegistryQuery {
+                query,
+                device: device.into(),
+                digest,
+            };
+            self.send_to_peer(senders, owner, msg);
         }
     }
 
@@ -520,6 +653,24 @@ impl Core {
             }
             MeshMsg::DeviceOnline { device, since } => {
                 self.on_device_online_elsewhere(&device, since);
+            }
+            MeshMsg::RegistryQuery {
+                query,
+                device,
+                digest,
+            } => {
+                let verdict = self.registry.borrow().verify(&device, &digest);
+                if let Some(senders) = &self.senders {
+                    self.send_to_peer(senders, peer, MeshMsg::RegistryAnswer { query, verdict });
+                }
+            }
+            MeshMsg::RegistryAnswer { query, verdict } => {
+                self.auth_queries.resolve(query, verdict);
+            }
+            MeshMsg::CloseDevices { devices } => {
+                for device in &devices {
+                    self.close_device(device, CloseReason::DeviceRemoved);
+                }
             }
         }
     }

@@ -14,28 +14,43 @@
 //!                                                 └─ other cores that want the topic (mesh)
 //! SIGTERM ─▶ stop accepting ─▶ drain connections (deadline) ─▶ exit 0
 //! ```
+//!
+//! The threads around the cores:
+//!
+//! ```text
+//! shoal-control ── snapshot/delta/kick requests ──▶ main (Supervisor) ── prepare/commit/abort,
+//!   ▲    │                                            ▲  start state,   registry staging, kicks
+//!   │    └── Ack / Nack / Kicked / Figures ──▶ CP     │  SIGHUP                  │
+//!   │                                                 └── answers ───────────────┤
+//!   └──────────── figures every second (bounded, try_send) ◀─────────── shoal-core-{i}
+//! ```
 
 mod apply;
+mod auth;
 mod bus;
+mod control;
 mod core;
+mod core_task;
 mod forward;
+mod latency;
 mod listener;
 mod message;
 mod outq;
 mod pool;
+mod registry;
 mod routes;
 mod signal;
 mod stats;
+mod supervisor;
 mod tcp;
 mod udp;
 mod uring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -44,21 +59,16 @@ use shoal_protocols::config::{DataPlaneConfig, EMBEDDED_DEFAULT_TOML};
 use tracing::{error, info, warn};
 
 use crate::apply::ApplyPlan;
-use crate::core::{CloseReason, Core};
+use crate::control::{Cache, ClientStart, ControlClient, DesiredState};
+use crate::core_task::CoreLink;
 use crate::message::MeshMsg;
+use crate::supervisor::{
+    CoreControl, CoreReport, RegistryCommit, Supervisor, SupervisorLink, SupervisorParts,
+};
 
-/// A core's answer to a prepare (or to its start): which core, for which
-/// config version, and whether it can apply it.
-type CoreReply = (usize, u64, Result<(), String>);
-
-/// What the main thread asks of a core while it runs: the two phases of
-/// applying a new config.
-#[derive(Debug)]
-enum CoreControl {
-    Prepare(Arc<ApplyPlan>),
-    Commit,
-    Abort,
-}
+/// The registry staging ticket of the cached state loaded at start (the
+/// control client's tickets come after it).
+const CACHE_TICKET: u64 = 1;
 
 /// Shoal's data plane.
 #[derive(Debug, Parser)]
@@ -71,9 +81,26 @@ struct Cli {
     /// TOML config file. Without it the embedded default config runs
     /// (loopback only: raw TCP on 127.0.0.1:7000, raw UDP on 127.0.0.1:7001).
     /// SIGHUP reads it again and applies it on every core, or refuses it
-    /// (and keeps the running config) when it is invalid.
+    /// (and keeps the running config) when it is invalid. Its runtime and
+    /// pool settings always apply; its listeners and routes apply until the
+    /// control plane (or the cached state) gives others.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The control plane's `dataplane.sock`. When given, the data plane
+    /// dials it (again and again, with backoff, while it is unreachable)
+    /// and applies the desired state it pushes.
+    #[arg(long, env = "SHOAL_CONTROL_SOCKET")]
+    control: Option<PathBuf>,
+    /// Directory where the last applied desired state is cached (created
+    /// if missing). At start a cached state is applied instead of the
+    /// config file's listeners and routes, so the data plane serves without
+    /// the control plane.
+    #[arg(long, env = "SHOAL_DATAPLANE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Node id this data plane gives the control plane. Default: the host
+    /// name.
+    #[arg(long)]
+    node: Option<String>,
     /// Print one line of figures per core this often (0s: never).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     stats_interval: Duration,
@@ -149,8 +176,92 @@ fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// What the data plane started with.
+struct Started {
+    /// Listeners, products, routes and streams (from the cache; empty when
+    /// the config file's run).
+    state: DesiredState,
+    /// The control-plane version of that state (0: the config file's).
+    applied_version: u64,
+}
+
+/// Applies the cached desired state, if `state_dir` holds one that reads
+/// back and applies; otherwise the config file's.
+fn apply_start_state(
+    supervisor: &mut Supervisor,
+    file_config: &DataPlaneConfig,
+    source: &str,
+    state_dir: Option<&PathBuf>,
+) -> Result<Started, String> {
+    let mut version = 1;
+    if let Some(dir) = state_dir {
+        match control::load_cache(dir, supervisor, CACHE_TICKET) {
+            Ok(None) => {}
+            Ok(Some(loaded)) => {
+                let config = loaded
+                    .state
+                    .config(&file_config.runtime, &file_config.pools);
+                let registry = RegistryCommit {
+                    ticket: CACHE_TICKET,
+                    products: loaded.state.product_names(),
+                };
+                let (listeners, routes) = (config.listeners.len(), config.routes.len());
+                version += 1;
+                match ApplyPlan::new(config).and_then(|p| supervisor.apply_plan(p, Some(registry)))
+                {
+                    Ok(devices) => {
+                        info!(
+                            version = loaded.version,
+                            deltas = loaded.deltas,
+                            listeners,
+                            routes,
+                            devices,
+                            state_dir = %dir.display(),
+                            "started from cached desired state version {}",
+                            loaded.version
+                        );
+                        supervisor.set_from_control();
+                        return Ok(Started {
+                            state: loaded.state,
+                            applied_version: loaded.version,
+                        });
+                    }
+                    Err(e) => {
+                        discard_cache_staging(supervisor);
+                        warn!(
+                            "the cached desired state (version {}) in {} cannot be applied: {e}; \
+                             starting from {source}",
+                            loaded.version,
+                            dir.display()
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                discard_cache_staging(supervisor);
+                warn!(
+                    "the desired-state cache in {} is corrupt: {e}; starting from {source}",
+                    dir.display()
+                );
+            }
+        }
+    }
+    let mut plan = ApplyPlan::new(file_config.clone())?;
+    plan.version = version;
+    supervisor.apply_plan(plan, None)?;
+    Ok(Started {
+        state: DesiredState::default(),
+        applied_version: 0,
+    })
+}
+
+fn discard_cache_staging(supervisor: &mut Supervisor) {
+    control::PlaneDriver::discard_devices(supervisor, CACHE_TICKET);
+}
+
 fn run(cli: Cli) -> Result<(), String> {
-    let plan = Arc::new(load_config(cli.config.as_ref())?);
+    let started = std::time::Instant::now();
+    let plan = load_config(cli.config.as_ref())?;
     if cli.check_config {
         println!(
             "config ok: {} listeners, {} routes",
@@ -169,6 +280,12 @@ fn run(cli: Cli) -> Result<(), String> {
             cpus.len()
         ));
     }
+    let cache = cli
+        .state_dir
+        .as_deref()
+        .map(Cache::open)
+        .transpose()
+        .map_err(|e| e.to_string())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -183,24 +300,35 @@ fn run(cli: Cli) -> Result<(), String> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
 
+    let file_config = plan.config.clone();
     let mesh = (cores > 1).then(|| {
-        MeshBuilder::<MeshMsg, _>::full(cores, plan.config.runtime.mesh_channel_capacity as usize)
+        MeshBuilder::<MeshMsg, _>::full(cores, file_config.runtime.mesh_channel_capacity as usize)
     });
-    let (reply_tx, replies) = mpsc::channel::<CoreReply>();
+    let (report_tx, reports) = mpsc::channel::<CoreReport>();
+    let (sample_tx, samples) = match cli.control {
+        Some(_) => {
+            let (tx, rx) = mpsc::sync_channel(cores * 4);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let mut threads = Vec::new();
     let mut controls = Vec::new();
     for (index, &cpu) in cpus.iter().take(cores).enumerate() {
-        let (control_tx, control) = mpsc::channel::<CoreControl>();
+        let (control_tx, control) =
+            mpsc::sync_channel::<CoreControl>(supervisor::CORE_CONTROL_QUEUE);
         controls.push(control_tx);
         let link = CoreLink {
             index,
-            reply: reply_tx.clone(),
+            reports: report_tx.clone(),
             control,
             stop: Arc::clone(&stop),
             heartbeats: Arc::clone(&heartbeats),
             stats_interval: cli.stats_interval,
+            samples: sample_tx.clone(),
+            pools: file_config.pools.clone(),
+            runtime: file_config.runtime.clone(),
         };
-        let plan = Arc::clone(&plan);
         let mesh = mesh.clone();
         let handle = std::thread::Builder::new()
             .name(format!("shoal-core-{index}"))
@@ -216,27 +344,45 @@ fn run(cli: Cli) -> Result<(), String> {
                 let executor = match executor {
                     Ok(e) => e,
                     Err(e) => {
-                        let _ = link.reply.send((
-                            index,
-                            1,
-                            Err(format!(
+                        let _ = link.reports.send(CoreReport::Failed {
+                            error: format!(
                                 "core {index}: cannot start an executor on CPU {cpu}: {e}"
-                            )),
-                        ));
+                            ),
+                        });
                         return;
                     }
                 };
-                executor.run(core_main(link, plan, mesh));
+                executor.run(core_task::core_main(link, mesh));
             })
             .map_err(|e| format!("cannot start core thread {index}: {e}"))?;
         threads.push(handle);
     }
-    drop(reply_tx);
+    drop(report_tx);
+    drop(sample_tx);
 
     // Cores that did start hold sockets and the mesh; a failed start ends
     // the whole process (returning from main ends every thread).
-    collect_replies(&replies, cores, plan.version)?;
-    let listeners: Vec<String> = plan
+    let source = cli.config.as_ref().map_or_else(
+        || "the embedded default config".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let mut supervisor = Supervisor::start(SupervisorParts {
+        config_path: cli.config.clone(),
+        plan: Arc::new(plan),
+        cores: controls,
+        reports,
+        stop: Arc::clone(&stop),
+        reload,
+        heartbeats,
+    })?;
+    let start_state = apply_start_state(
+        &mut supervisor,
+        &file_config,
+        &source,
+        cli.state_dir.as_ref(),
+    )?;
+    let listeners: Vec<String> = supervisor
+        .plan
         .listeners
         .iter()
         .map(|l| format!("{} {} {}", l.config.name, l.config.protocol, l.addr))
@@ -244,300 +390,33 @@ fn run(cli: Cli) -> Result<(), String> {
     info!(cores, listeners = ?listeners, "shoal-dataplane ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    let mut supervisor = Supervisor {
-        config_path: cli.config,
-        plan,
-        controls,
-        replies,
-        stop,
-        reload,
-        heartbeats,
-    };
-    supervisor.run(&threads);
+    let (request_tx, requests) = mpsc::sync_channel(supervisor::REQUEST_QUEUE);
+    if let Some(socket) = cli.control {
+        let client = ControlClient::new(ClientStart {
+            node: cli.node.unwrap_or_else(control::host_name),
+            cores: u16::try_from(cores).unwrap_or(u16::MAX),
+            runtime: file_config.runtime.clone(),
+            pools: file_config.pools.clone(),
+            driver: SupervisorLink::new(request_tx),
+            state: start_state.state,
+            applied_version: start_state.applied_version,
+            cache,
+            samples,
+            stop: Arc::clone(&stop),
+            first_ticket: CACHE_TICKET,
+            started,
+        });
+        control::spawn(socket, client, Arc::clone(&stop))
+            .map_err(|e| format!("cannot start the control client thread: {e}"))?;
+    } else {
+        drop(request_tx);
+    }
+
+    supervisor.run(&threads, &requests);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     for t in threads {
         let _ = t.join();
     }
     info!("shoal-dataplane stopped");
     Ok(())
-}
-
-/// Waits for one reply about config `version` from each of `cores` cores
-/// (late replies about an earlier version are skipped); the first error
-/// wins.
-fn collect_replies(
-    replies: &mpsc::Receiver<CoreReply>,
-    cores: usize,
-    version: u64,
-) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut answered = 0;
-    let mut first_error = None;
-    while answered < cores {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match replies.recv_timeout(left) {
-            Ok((_, v, _)) if v != version => {}
-            Ok((_, _, result)) => {
-                answered += 1;
-                if let Err(e) = result {
-                    first_error.get_or_insert(e);
-                }
-            }
-            Err(_) => {
-                return Err(
-                    first_error.unwrap_or_else(|| "a core did not answer within 30s".to_owned())
-                )
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
-}
-
-/// The main thread's side of the running data plane.
-struct Supervisor {
-    config_path: Option<PathBuf>,
-    plan: Arc<ApplyPlan>,
-    controls: Vec<mpsc::Sender<CoreControl>>,
-    replies: mpsc::Receiver<CoreReply>,
-    stop: Arc<AtomicBool>,
-    reload: Arc<AtomicBool>,
-    heartbeats: Arc<Vec<AtomicU64>>,
-}
-
-impl Supervisor {
-    /// Runs until the cores end: applies reloads (SIGHUP) and, under
-    /// systemd's watchdog, pings it only while every core's heartbeat
-    /// moves, so a stuck executor gets the service restarted.
-    fn run(&mut self, threads: &[std::thread::JoinHandle<()>]) {
-        let watchdog = sd_notify::watchdog_enabled();
-        let period = watchdog.map_or(Duration::from_millis(100), |w| {
-            (w / 2).clamp(Duration::from_millis(20), Duration::from_millis(100))
-        });
-        let mut last: Vec<u64> = self
-            .heartbeats
-            .iter()
-            .map(|h| h.load(Ordering::Relaxed))
-            .collect();
-        let mut last_ping = Instant::now();
-        let mut stopping_told = false;
-        while !threads.iter().all(|t| t.is_finished()) {
-            std::thread::sleep(period);
-            if self.stop.load(Ordering::Relaxed) {
-                if !stopping_told {
-                    stopping_told = true;
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-                }
-            } else if self.reload.swap(false, Ordering::Relaxed) {
-                self.apply_reload();
-            }
-            if let Some(w) = watchdog {
-                if last_ping.elapsed() >= w / 2 {
-                    let now: Vec<u64> = self
-                        .heartbeats
-                        .iter()
-                        .map(|h| h.load(Ordering::Relaxed))
-                        .collect();
-                    if now.iter().zip(&last).all(|(n, l)| n != l) {
-                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                    }
-                    last = now;
-                    last_ping = Instant::now();
-                }
-            }
-        }
-    }
-
-    /// Reads the config file again and applies it on every core in two
-    /// phases; a config that is invalid, or that any core cannot prepare,
-    /// is refused and the running one stays.
-    fn apply_reload(&mut self) {
-        let Some(path) = self.config_path.clone() else {
-            warn!("SIGHUP: running the embedded default config, nothing to reload (start with --config FILE)");
-            return;
-        };
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-        let next = load_config(Some(&path)).and_then(|p| self.plan.next(p.config));
-        let result = next.and_then(|plan| {
-            let plan = Arc::new(plan);
-            for c in &self.controls {
-                let _ = c.send(CoreControl::Prepare(Arc::clone(&plan)));
-            }
-            match collect_replies(&self.replies, self.controls.len(), plan.version) {
-                Ok(()) => {
-                    for c in &self.controls {
-                        let _ = c.send(CoreControl::Commit);
-                    }
-                    Ok(plan)
-                }
-                Err(e) => {
-                    for c in &self.controls {
-                        let _ = c.send(CoreControl::Abort);
-                    }
-                    Err(format!("config {}: {e}", path.display()))
-                }
-            }
-        });
-        match result {
-            Ok(plan) => {
-                info!(version = plan.version, config = %path.display(), "config reloaded");
-                self.plan = plan;
-            }
-            Err(e) => error!(
-                running_version = self.plan.version,
-                "config reload refused, the running config stays: {e}"
-            ),
-        }
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    }
-}
-
-/// What a core thread gets from the main thread.
-struct CoreLink {
-    index: usize,
-    reply: mpsc::Sender<CoreReply>,
-    control: mpsc::Receiver<CoreControl>,
-    stop: Arc<AtomicBool>,
-    heartbeats: Arc<Vec<AtomicU64>>,
-    stats_interval: Duration,
-}
-
-async fn core_main(
-    link: CoreLink,
-    plan: Arc<ApplyPlan>,
-    mesh: Option<MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>>,
-) {
-    let index = link.index;
-    let (senders, receivers) = match mesh {
-        Some(m) => match m.join().await {
-            Ok((s, r)) => (Some(s), Some(r)),
-            Err(_) => {
-                let _ = link.reply.send((
-                    index,
-                    plan.version,
-                    Err(format!("core {index}: cannot join the channel mesh")),
-                ));
-                return;
-            }
-        },
-        None => (None, None),
-    };
-    let core = Rc::new(Core::new(
-        index,
-        senders,
-        plan.config.pools.clone(),
-        plan.config.runtime.clone(),
-    ));
-    let mut applied = apply::Applied::default();
-    match apply::prepare(&core, &plan, &applied) {
-        Ok(prepared) => {
-            apply::commit(&core, prepared, &mut applied);
-            let _ = link.reply.send((index, plan.version, Ok(())));
-        }
-        Err(e) => {
-            let _ = link.reply.send((index, plan.version, Err(e)));
-            return;
-        }
-    }
-    drop(plan);
-    if let Some(mut receivers) = receivers {
-        for (peer, rx) in receivers.streams() {
-            let core = Rc::clone(&core);
-            glommio::spawn_local(async move {
-                while let Some(msg) = rx.recv().await {
-                    // Take what else is already there in the same write batch.
-                    core.begin_batch();
-                    core.on_mesh(peer, msg);
-                    for _ in 0..256 {
-                        match futures_lite::future::poll_once(rx.recv()).await {
-                            Some(Some(msg)) => core.on_mesh(peer, msg),
-                            _ => break,
-                        }
-                    }
-                    core.end_batch();
-                    futures_lite::future::yield_now().await;
-                }
-            })
-            .detach();
-        }
-    }
-    glommio::spawn_local(Rc::clone(&core).run_interest_announcer()).detach();
-    glommio::spawn_local(Rc::clone(&core).run_mesh_backlog_pump()).detach();
-    if !link.stats_interval.is_zero() {
-        let core = Rc::clone(&core);
-        let interval = link.stats_interval;
-        glommio::spawn_local(async move {
-            loop {
-                glommio::timer::sleep(interval).await;
-                info!(target: "shoal::stats", "{}", core.figures());
-            }
-        })
-        .detach();
-    }
-    let mut pending: Option<apply::Prepared> = None;
-    while !link.stop.load(Ordering::Relaxed) {
-        if let Some(h) = link.heartbeats.get(index) {
-            h.fetch_add(1, Ordering::Relaxed);
-        }
-        while let Ok(control) = link.control.try_recv() {
-            match control {
-                CoreControl::Prepare(plan) => {
-                    if let Some(stale) = pending.take() {
-                        stale.abort();
-                    }
-                    let reply = match apply::prepare(&core, &plan, &applied) {
-                        Ok(prepared) => {
-                            pending = Some(prepared);
-                            Ok(())
-                        }
-                        Err(e) => Err(format!("core {index}: {e}")),
-                    };
-                    let _ = link.reply.send((index, plan.version, reply));
-                }
-                CoreControl::Commit => {
-                    if let Some(prepared) = pending.take() {
-                        apply::commit(&core, prepared, &mut applied);
-                    }
-                }
-                CoreControl::Abort => {
-                    if let Some(prepared) = pending.take() {
-                        prepared.abort();
-                    }
-                }
-            }
-        }
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
-    drain(&core).await;
-}
-
-/// Stops accepting, lets open connections finish until the drain
-/// deadline, then closes what is left.
-async fn drain(core: &Rc<Core>) {
-    let timeout = core.settings.borrow().drain_timeout;
-    let open = core.conn_count();
-    info!(
-        open,
-        ?timeout,
-        "stopping: no new connections; draining open ones"
-    );
-    core.stopping.raise();
-    core.for_each_conn(|c| c.begin_drain());
-    let deadline = Instant::now() + timeout;
-    while core.conn_count() > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
-    }
-    let left = core.conn_count();
-    if left > 0 {
-        warn!(
-            left,
-            "drain deadline passed; closing the remaining connections"
-        );
-        core.for_each_conn(|c| c.close(CloseReason::Shutdown));
-        let until = Instant::now() + Duration::from_millis(500);
-        while core.conn_count() > 0 && Instant::now() < until {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    core.routes().stop();
-    info!(figures = %core.figures(), "core stopped");
 }

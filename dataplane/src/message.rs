@@ -3,7 +3,10 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use shoal_protocols::control::SecretDigest;
+
 use crate::pool::{Detached, Payload};
+use crate::registry::AuthVerdict;
 
 /// Where a message entered the data plane.
 #[derive(Debug, Clone, Default)]
@@ -48,4 +51,16 @@ pub(crate) enum MeshMsg {
     /// A device logged in on the sending core at `since`: an older
     /// connection of the same device elsewhere is taken over.
     DeviceOnline { device: Box<str>, since: Instant },
+    /// Asks the device's owner whether `digest` (of the secret a
+    /// connection on the sending core gave) is the device's.
+    RegistryQuery {
+        query: u64,
+        device: Box<str>,
+        digest: SecretDigest,
+    },
+    /// The owner's answer to [`MeshMsg::RegistryQuery`] `query`.
+    RegistryAnswer { query: u64, verdict: AuthVerdict },
+    /// These devices left the registry (or were kicked): close their
+    /// connections on the receiving core.
+    CloseDevices { devices: Vec<Box<str>> },
 }

@@ -50,6 +50,7 @@ pub(crate) struct CoreStats {
     pub(crate) route_dropped: Counter,
     pub(crate) forward_sent: Counter,
     pub(crate) forward_drops: Counter,
+    pub(crate) auth_failures: Counter,
 }
 
 impl CoreStats {
@@ -75,6 +76,7 @@ impl CoreStats {
             forward_sent: self.forward_sent.get(),
             forward_drops: self.forward_drops.get(),
             latency: Default::default(),
+            auth_failures: self.auth_failures.get(),
             backpressure_pauses: pool.backpressure_pauses(),
             pools: pool.figures(),
         }
@@ -112,5 +114,65 @@ impl LogLimiter {
                 Some(self.suppressed.replace(0))
             }
         }
+    }
+}
+
+/// Lets up to `burst` lines through per `interval`, counting the rest: for
+/// lines each of which matters (one per refused login) but whose flood
+/// must not flood the log.
+#[derive(Debug)]
+pub(crate) struct BurstLimiter {
+    interval: std::time::Duration,
+    burst: u32,
+    window_start: Cell<Option<std::time::Instant>>,
+    in_window: Cell<u32>,
+    suppressed: Cell<u64>,
+}
+
+impl BurstLimiter {
+    pub(crate) fn new(burst: u32, interval: std::time::Duration) -> Self {
+        Self {
+            interval,
+            burst,
+            window_start: Cell::new(None),
+            in_window: Cell::new(0),
+            suppressed: Cell::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last one let through)` when a line may
+    /// be logged now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let fresh = self
+            .window_start
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= self.interval);
+        if fresh {
+            self.window_start.set(Some(now));
+            self.in_window.set(0);
+        }
+        if self.in_window.get() >= self.burst {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.in_window.set(self.in_window.get() + 1);
+        Some(self.suppressed.replace(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_passes_then_lines_are_counted() {
+        let limiter = BurstLimiter::new(3, std::time::Duration::from_secs(3600));
+        assert_eq!(limiter.allow(), Some(0));
+        assert_eq!(limiter.allow(), Some(0));
+        assert_eq!(limiter.allow(), Some(0));
+        assert_eq!(limiter.allow(), None);
+        assert_eq!(limiter.allow(), None);
+        assert_eq!(limiter.suppressed.get(), 2);
     }
 }

@@ -20,10 +20,11 @@ use std::time::{Duration, Instant};
 use futures_lite::future::FutureExt;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use shoal_protocols::config::{validate_device_id, IdentityRule};
+use shoal_protocols::config::{validate_device_id, IdentityRule, ListenerAuth};
 use shoal_protocols::framing::{Decoded, Framer, MAX_HEADER_BYTES};
 use tracing::{debug, info, warn};
 
+use crate::auth::{authenticate, parse_login, AuthFailure, Credentials};
 use crate::bus::{Deliver, Subscriber};
 use crate::core::{CloseReason, ConnId, Connection, Core, DeferredFlush};
 use crate::listener::ListenerSpec;
@@ -31,7 +32,7 @@ use crate::message::{Message, Origin};
 use crate::outq::{recv_nonblocking, send_vectored, OutQueue, Segment};
 use crate::pool::{Payload, PoolBuf};
 use crate::signal::{Kick, LocalSignal};
-use crate::stats::LogLimiter;
+use crate::stats::{BurstLimiter, LogLimiter};
 
 /// Bytes asked of the pool for a fresh read.
 const READ_CHUNK_BYTES: usize = 512;
@@ -51,11 +52,14 @@ pub(crate) struct TcpListenerRt {
     framer: Framer,
     trailer: Rc<[u8]>,
     identity: IdentityRule,
+    /// What a device must show at login.
+    auth: ListenerAuth,
     idle_timeout: Duration,
     /// Raised when the listener is removed: stop accepting, drain.
     pub(crate) removed: LocalSignal,
     refuse_log: LogLimiter,
     accept_log: LogLimiter,
+    auth_log: BurstLimiter,
 }
 
 impl std::fmt::Debug for TcpListenerRt {
@@ -80,10 +84,12 @@ pub(crate) fn bind(spec: &Arc<ListenerSpec>) -> Result<(TcpListener, Rc<TcpListe
         trailer: Rc::from(framer.trailer()),
         framer,
         identity: c.identity.clone(),
+        auth: c.auth,
         idle_timeout: c.idle_timeout,
         removed: LocalSignal::default(),
         refuse_log: LogLimiter::new(Duration::from_secs(5)),
         accept_log: LogLimiter::new(Duration::from_secs(5)),
+        auth_log: BurstLimiter::new(50, Duration::from_secs(1)),
     });
     Ok((listener, rt))
 }
@@ -280,6 +286,11 @@ enum End {
     Io(io::Error),
     WriteStalled,
     Closed(CloseReason),
+    /// The device did not prove itself (`device_secret` listeners).
+    AuthFailed {
+        device: Option<Rc<str>>,
+        failure: AuthFailure,
+    },
 }
 
 /// Runs one connection to its end and cleans up after it.
@@ -333,6 +344,13 @@ async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, pee
             info!(listener = %rt.name, %peer, device, ?reason, "connection closed")
         }
         End::PeerClosed => debug!(listener = %rt.name, %peer, device, "peer closed"),
+        End::AuthFailed { device, failure } => {
+            core.stats.auth_failures.inc();
+            if let Some(suppressed) = rt.auth_log.allow() {
+                let device = device.as_deref().unwrap_or("-");
+                warn!(listener = %rt.name, %peer, device = %device, suppressed, "closing connection: device authentication failed: {failure}");
+            }
+        }
     }
 }
 
@@ -409,9 +427,10 @@ async fn run(
             Wake::Readable(Err(e)) => return End::Io(e),
             Wake::Readable(Ok(0)) => return End::PeerClosed,
             Wake::Readable(Ok(n)) => {
+                let read_end = core.read_clock();
                 idle_deadline = Instant::now() + rt.idle_timeout;
                 let first = first.get(..n).unwrap_or_default();
-                match read_available(core, conn, id, session, &mut rx, first).await {
+                match read_available(core, conn, id, session, &mut rx, first, read_end).await {
                     Ok(true) => {}
                     Ok(false) => return End::PeerClosed,
                     Err(end) => return end,
@@ -533,13 +552,14 @@ async fn read_available(
     session: &mut Session,
     rx: &mut Option<PoolBuf>,
     first: &[u8],
+    read_end: Option<Instant>,
 ) -> Result<bool, End> {
     let framer = &conn.rt.framer;
     let mut buf = with_room(core, framer, rx.take(), first.len()).await?;
     buf.extend_from_slice(first);
     core.stats.bytes_in.add(first.len() as u64);
     let more = first.len() == FIRST_READ_BYTES;
-    *rx = frames(core, conn, id, session, buf).await?;
+    *rx = frames(core, conn, id, session, buf, read_end).await?;
     if !more {
         return Ok(true);
     }
@@ -559,10 +579,11 @@ async fn read_available(
         if n == 0 {
             return Ok(false);
         }
+        let read_end = core.read_clock();
         buf.advance(n);
         core.stats.bytes_in.add(n as u64);
         let filled_up = buf.spare_mut().is_empty();
-        *rx = frames(core, conn, id, session, buf).await?;
+        *rx = frames(core, conn, id, session, buf, read_end).await?;
         rounds += 1;
         if !filled_up || rounds >= READS_PER_YIELD {
             return Ok(true);
@@ -578,16 +599,38 @@ async fn frames(
     id: ConnId,
     session: &mut Session,
     buf: PoolBuf,
+    mut read_end: Option<Instant>,
 ) -> Result<Option<PoolBuf>, End> {
     let framer = &conn.rt.framer;
     let filled = buf.len();
     let shared = Rc::new(buf);
-    // Everything the frames of this read send to other connections is
-    // written once per connection, when the batch ends.
-    core.begin_batch();
-    let decoded = decode_all(core, conn, id, session, &shared);
-    core.end_batch();
-    let pos = decoded?;
+    let mut pos = 0;
+    loop {
+        // Everything the frames of this read send to other connections is
+        // written once per connection, when the batch ends.
+        core.begin_batch();
+        let decoded = decode_all(core, conn, id, session, &shared, pos, read_end);
+        core.end_batch();
+        match decoded? {
+            Decodeds::Done(end) => {
+                pos = end;
+                break;
+            }
+            Decodeds::Login { next, credentials } => {
+                // The frames after the login wait for the registry's
+                // answer (they are this device's only if it is accepted).
+                if let Err(failure) = authenticate(core, &credentials).await {
+                    return Err(End::AuthFailed {
+                        device: Some(credentials.device),
+                        failure,
+                    });
+                }
+                login(core, conn, id, session, credentials.device);
+                read_end = None;
+                pos = next;
+            }
+        }
+    }
     if pos == filled {
         return Ok(None);
     }
@@ -613,65 +656,93 @@ async fn frames(
     }
 }
 
-/// Handles every complete frame at the start of `shared`; returns the
-/// bytes consumed.
+/// How far [`decode_all`] got.
+enum Decodeds {
+    /// Every complete frame is handled; the bytes consumed.
+    Done(usize),
+    /// A login frame that the registry must check first; the frames after
+    /// it start at `next`.
+    Login {
+        next: usize,
+        credentials: Credentials,
+    },
+}
+
+/// Handles every complete frame of `shared` from `pos` on; stops after a
+/// login frame that needs the registry's answer.
 fn decode_all(
     core: &Rc<Core>,
     conn: &Rc<TcpConn>,
     id: ConnId,
     session: &mut Session,
     shared: &Rc<PoolBuf>,
-) -> Result<usize, End> {
+    mut pos: usize,
+    read_end: Option<Instant>,
+) -> Result<Decodeds, End> {
     let framer = &conn.rt.framer;
     let filled = shared.len();
-    let mut pos = 0;
     while pos < filled {
         let rest = shared.filled().get(pos..).unwrap_or_default();
         match framer.decode(rest) {
             Ok(Decoded::Frame { frame, consumed }) => {
                 let range = pos + frame.payload.start..pos + frame.payload.end;
                 pos += consumed;
-                handle_frame(
-                    core,
-                    conn,
-                    id,
-                    session,
-                    Payload::new(Rc::clone(shared), range),
-                )?;
+                let payload = Payload::new(Rc::clone(shared), range);
+                if let Some(credentials) = handle_frame(core, conn, id, session, payload, read_end)?
+                {
+                    return Ok(Decodeds::Login {
+                        next: pos,
+                        credentials,
+                    });
+                }
             }
             Ok(Decoded::Incomplete) => break,
             Err(e) => return Err(End::Frame(e.to_string())),
         }
     }
-    Ok(pos)
+    Ok(Decodeds::Done(pos))
 }
 
+/// Publishes a frame of a logged-in device, or takes the login frame:
+/// `Some` when the registry must check it first.
 fn handle_frame(
     core: &Rc<Core>,
     conn: &Rc<TcpConn>,
     id: ConnId,
     session: &mut Session,
     payload: Payload,
-) -> Result<(), End> {
+    read_end: Option<Instant>,
+) -> Result<Option<Credentials>, End> {
     let (Some(device), Some(topic)) = (session.device.clone(), session.up_topic.clone()) else {
-        let id_text = std::str::from_utf8(payload.as_slice())
+        let text = std::str::from_utf8(payload.as_slice())
             .map_err(|_| End::Frame("login frame is not UTF-8".into()))?;
-        validate_device_id(id_text).map_err(|e| End::Frame(format!("login frame: {e}")))?;
-        login(core, conn, id, session, id_text.into());
-        return Ok(());
+        if conn.rt.auth == ListenerAuth::DeviceSecret {
+            return parse_login(text)
+                .map(Some)
+                .map_err(|failure| End::AuthFailed {
+                    device: None,
+                    failure,
+                });
+        }
+        validate_device_id(text).map_err(|e| End::Frame(format!("login frame: {e}")))?;
+        login(core, conn, id, session, text.into());
+        return Ok(None);
     };
-    core.publish(Message {
-        topic,
-        payload,
-        qos: 0,
-        retain: false,
-        origin: Origin {
-            listener: Some(Rc::clone(&conn.rt.name)),
-            device: Some(device),
+    core.publish_read(
+        Message {
+            topic,
+            payload,
+            qos: 0,
+            retain: false,
+            origin: Origin {
+                listener: Some(Rc::clone(&conn.rt.name)),
+                device: Some(device),
+            },
+            hops: 0,
         },
-        hops: 0,
-    });
-    Ok(())
+        read_end,
+    );
+    Ok(None)
 }
 
 fn login(core: &Rc<Core>, conn: &Rc<TcpConn>, id: ConnId, session: &mut Session, device: Rc<str>) {

@@ -196,6 +196,7 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: 
         let Some(received) = received else {
             break;
         };
+        let read_end = core.read_clock();
         let (n, peer) = match received {
             Ok(r) => r,
             Err(e) => {
@@ -213,7 +214,7 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: 
         }
         buf.advance(n);
         let shared = Rc::new(buf);
-        if let Err(why) = datagram(&core, &rt, peer, &shared) {
+        if let Err(why) = datagram(&core, &rt, peer, &shared, read_end) {
             core.stats.frame_errors.inc();
             if let Some(more) = rt.bad_log.allow() {
                 warn!(listener = %rt.name, %peer, suppressed = more, "datagram dropped: {why}");
@@ -232,6 +233,7 @@ fn datagram(
     rt: &Rc<UdpListenerRt>,
     peer: SocketAddr,
     buf: &Rc<crate::pool::PoolBuf>,
+    read_end: Option<Instant>,
 ) -> Result<(), String> {
     let bytes = buf.filled();
     // The id is read in place (prefix) or written into a reused string
@@ -261,14 +263,15 @@ fn datagram(
         device: Some(Rc::clone(&session.device)),
     };
     let publish = |range: std::ops::Range<usize>| {
-        core.publish(Message {
+        let msg = Message {
             topic: Rc::clone(&session.up_topic),
             payload: Payload::new(Rc::clone(buf), range),
             qos: 0,
             retain: false,
             origin: origin.clone(),
             hops: 0,
-        });
+        };
+        core.publish_read(msg, read_end);
     };
     let Some(framer) = &rt.framer else {
         publish(body_start..bytes.len());

@@ -56,6 +56,10 @@ pub struct CoreFigures {
     /// handling on the core (routes, local deliveries, hand-off to other
     /// cores), over the last reporting period.
     pub latency: LatencyFigures,
+    /// Connections closed because their device could not prove itself on a
+    /// `device_secret` listener (unknown device, wrong secret, malformed
+    /// login, or no answer from the registry).
+    pub auth_failures: u64,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -100,7 +104,7 @@ impl fmt::Display for CoreFigures {
             "core={} conns={} accepted={} refused={} msgs_in={} msgs_out={} bytes_in={} \
              bytes_out={} frame_errors={} idle_timeouts={} outbound_drops={} slow_closes={} \
              mesh_sent={} mesh_received={} mesh_drops={} route_republished={} route_dropped={} \
-             forward_sent={} forward_drops={} backpressure={}",
+             forward_sent={} forward_drops={} backpressure={} auth_failures={}",
             self.core,
             self.connections,
             self.accepted,
@@ -121,6 +125,7 @@ impl fmt::Display for CoreFigures {
             self.forward_sent,
             self.forward_drops,
             self.backpressure_pauses,
+            self.auth_failures,
         )?;
         for p in &self.pools {
             write!(
@@ -142,6 +147,7 @@ mod tests {
         let f = CoreFigures {
             core: 1,
             connections: 2,
+            auth_failures: 3,
             pools: vec![PoolClassFigures {
                 buffer_bytes: 512,
                 capacity: 10,
@@ -154,6 +160,7 @@ mod tests {
         };
         let line = f.to_string();
         assert!(line.starts_with("core=1 conns=2 accepted=0 "), "{line}");
+        assert!(line.contains(" backpressure=0 auth_failures=3 "), "{line}");
         assert!(line.ends_with(" pool512=3/4/10/4/0"), "{line}");
     }
 }
