@@ -289,6 +289,7 @@ fn check_listeners_and_routes(
         PoolSettings::default(),
         &listeners,
         &small.route_list(),
+        &[],
     );
     config
         .validate()

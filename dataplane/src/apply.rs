@@ -25,7 +25,7 @@ use crate::core::{CloseReason, Connection, Core};
 use crate::listener::ListenerSpec;
 use crate::routes::RouteTable;
 use crate::signal::LocalSignal;
-use crate::{tcp, udp};
+use crate::{http, mqtt, tcp, udp};
 
 /// A validated config and the listener state every core shares.
 #[derive(Debug)]
@@ -77,6 +77,8 @@ impl ApplyPlan {
 enum Running {
     Tcp(Rc<tcp::TcpListenerRt>),
     Udp(Rc<udp::UdpListenerRt>),
+    /// MQTT, or HTTP (which serves MQTT over WebSocket).
+    Stream(Rc<mqtt::MqttListenerRt>),
 }
 
 impl Running {
@@ -84,6 +86,7 @@ impl Running {
         match self {
             Self::Tcp(rt) => &rt.removed,
             Self::Udp(rt) => &rt.removed,
+            Self::Stream(rt) => &rt.removed,
         }
     }
 }
@@ -99,11 +102,14 @@ pub(crate) struct Prepared {
     version: u64,
     tcp: Vec<(TcpListener, Rc<tcp::TcpListenerRt>, Arc<ListenerSpec>)>,
     udp: Vec<(UdpSocket, Rc<udp::UdpListenerRt>, Arc<ListenerSpec>)>,
+    streams: Vec<(TcpListener, Rc<mqtt::MqttListenerRt>, Arc<ListenerSpec>)>,
     /// Running listeners the new config changes (replaced) or drops.
     replaced: Vec<String>,
     removed: Vec<String>,
     routes: Rc<RouteTable>,
     settings: RuntimeSettings,
+    /// The products' topic permissions.
+    acl: mqtt::AclTable,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -142,6 +148,7 @@ pub(crate) fn prepare(
     }
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
+    let mut streams = Vec::new();
     let mut replaced = Vec::new();
     for spec in &plan.listeners {
         let name = &spec.config.name;
@@ -158,6 +165,14 @@ pub(crate) fn prepare(
             ListenerProtocol::Udp => {
                 let (socket, rt) = udp::bind(spec)?;
                 udp.push((socket, rt, Arc::clone(spec)));
+            }
+            ListenerProtocol::Mqtt => {
+                let (socket, rt) = mqtt::bind(spec)?;
+                streams.push((socket, rt, Arc::clone(spec)));
+            }
+            ListenerProtocol::Http => {
+                let (socket, rt) = http::bind(spec)?;
+                streams.push((socket, rt, Arc::clone(spec)));
             }
             #[allow(unreachable_patterns)]
             other => {
@@ -181,15 +196,18 @@ pub(crate) fn prepare(
         version: plan.version,
         tcp,
         udp,
+        streams,
         replaced,
         removed,
         routes,
         settings: plan.config.runtime.clone(),
+        acl: mqtt::AclTable::build(&plan.config.products),
     })
 }
 
 /// Phase two: start serving the new config.
 pub(crate) fn commit(core: &Rc<Core>, prepared: Prepared, applied: &mut Applied) {
+    core.mqtt.configure(prepared.acl, &prepared.settings.mqtt);
     *core.settings.borrow_mut() = prepared.settings;
     core.routes().stop();
     core.set_routes(prepared.routes);
@@ -210,6 +228,18 @@ pub(crate) fn commit(core: &Rc<Core>, prepared: Prepared, applied: &mut Applied)
         applied
             .listeners
             .insert(spec.config.name.clone(), (spec, Running::Tcp(rt)));
+    }
+    for (socket, rt, spec) in prepared.streams {
+        let task = match spec.config.protocol {
+            ListenerProtocol::Http => {
+                glommio::spawn_local(http::run_listener(Rc::clone(core), Rc::clone(&rt), socket))
+            }
+            _ => glommio::spawn_local(mqtt::run_listener(Rc::clone(core), Rc::clone(&rt), socket)),
+        };
+        task.detach();
+        applied
+            .listeners
+            .insert(spec.config.name.clone(), (spec, Running::Stream(rt)));
     }
     for (socket, rt, spec) in prepared.udp {
         glommio::spawn_local(udp::run_listener(Rc::clone(core), Rc::clone(&rt), socket)).detach();

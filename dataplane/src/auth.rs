@@ -88,6 +88,7 @@ pub(crate) fn parse_login(frame: &str) -> Result<Credentials, AuthFailure> {
 #[derive(Debug, Default)]
 struct QuerySlot {
     verdict: Cell<Option<AuthVerdict>>,
+    product: RefCell<Option<Box<str>>>,
     kick: Kick,
 }
 
@@ -113,9 +114,10 @@ impl PendingQueries {
 
     /// Hands the owner's answer to the login waiting for it (if it still
     /// waits).
-    pub(crate) fn resolve(&self, query: u64, verdict: AuthVerdict) {
+    pub(crate) fn resolve(&self, query: u64, verdict: AuthVerdict, product: Option<Box<str>>) {
         let slot = self.waiting.borrow_mut().remove(&query);
         if let Some(slot) = slot {
+            *slot.product.borrow_mut() = product;
             slot.verdict.set(Some(verdict));
             slot.kick.kick();
         }
@@ -132,15 +134,22 @@ impl PendingQueries {
     }
 }
 
-/// Asks the owner of `credentials.device` whether the secret is right.
+/// Asks the owner of `credentials.device` whether the secret is right;
+/// the device's product when it is.
 pub(crate) async fn authenticate(
     core: &Core,
     credentials: &Credentials,
-) -> Result<(), AuthFailure> {
+) -> Result<Box<str>, AuthFailure> {
     let device = &*credentials.device;
     let owner = owner_shard(device, core.shards());
+    let mut product = None;
     let verdict = if owner == core.mesh_id() {
-        Some(core.registry.borrow().verify(device, &credentials.digest))
+        let (verdict, p) = core
+            .registry
+            .borrow()
+            .verify_with_product(device, &credentials.digest);
+        product = p;
+        Some(verdict)
     } else {
         let (query, slot) = core.auth_queries.register().ok_or(AuthFailure::Busy)?;
         core.send_registry_query(owner, query, device, credentials.digest);
@@ -148,7 +157,7 @@ pub(crate) async fn authenticate(
             loop {
                 slot.kick.kicked().await;
                 if let Some(v) = slot.verdict.take() {
-                    return Some(v);
+                    return Some((v, slot.product.borrow_mut().take()));
                 }
             }
         };
@@ -156,12 +165,15 @@ pub(crate) async fn authenticate(
             glommio::timer::sleep(QUERY_TIMEOUT).await;
             None
         };
-        let verdict = answer.or(timeout).await;
+        let answered = answer.or(timeout).await;
         core.auth_queries.forget(query);
-        verdict
+        answered.map(|(verdict, p)| {
+            product = p;
+            verdict
+        })
     };
     match verdict {
-        Some(AuthVerdict::Accepted) => Ok(()),
+        Some(AuthVerdict::Accepted) => Ok(product.unwrap_or_default()),
         Some(refused) => Err(AuthFailure::Refused(refused)),
         None => Err(AuthFailure::NoAnswer),
     }
@@ -198,12 +210,12 @@ mod tests {
             .collect();
         assert!(pending.register().is_none());
         let (query, slot) = &slots[7];
-        pending.resolve(*query, AuthVerdict::WrongSecret);
+        pending.resolve(*query, AuthVerdict::WrongSecret, None);
         assert_eq!(slot.verdict.get(), Some(AuthVerdict::WrongSecret));
         assert_eq!(pending.len(), MAX_PENDING_QUERIES - 1);
         // A late answer for a forgotten login is ignored.
         pending.forget(slots[8].0);
-        pending.resolve(slots[8].0, AuthVerdict::Accepted);
+        pending.resolve(slots[8].0, AuthVerdict::Accepted, None);
         assert_eq!(slots[8].1.verdict.get(), None);
         assert!(pending.register().is_some());
     }

@@ -23,6 +23,28 @@ pub(crate) trait Deliver {
 /// A local subscription handle.
 pub(crate) type Subscriber = Rc<dyn Deliver>;
 
+/// Prefix of the interest announcement of a shared subscription group:
+/// `$share/{group}/{filter}`.
+const SHARE_PREFIX: &str = "$share/";
+
+/// Where one message for a shared subscription group goes.
+pub(crate) enum SharedTarget {
+    /// A member on this core.
+    Local(Subscriber),
+    /// Peer core `peer`, which picks one of its members of `group`.
+    Peer { peer: usize, group: Rc<str> },
+}
+
+/// The shared subscription groups of this core and their members.
+#[derive(Default)]
+struct SharedGroups {
+    /// Inner filter → group key (`{group}/{filter}`).
+    tree: TopicTree<Rc<str>>,
+    members: HashMap<Rc<str>, Vec<Subscriber>>,
+    /// Next pick per group key (round robin over members and peers).
+    next: HashMap<Rc<str>, usize>,
+}
+
 /// One core's subscriber table and its view of the other cores' interest.
 pub(crate) struct Bus {
     local: RefCell<TopicTree<Subscriber>>,
@@ -36,6 +58,7 @@ pub(crate) struct Bus {
     has_peers: bool,
     /// Reused list of the subscribers matching one message.
     scratch: RefCell<Vec<Subscriber>>,
+    shared: RefCell<SharedGroups>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -51,6 +74,8 @@ impl std::fmt::Debug for Bus {
 struct RemoteInterest {
     filters: HashSet<Box<str>>,
     tree: TopicTree<()>,
+    /// Shared groups the peer has members of, by inner filter.
+    shared: TopicTree<Rc<str>>,
 }
 
 impl Bus {
@@ -61,6 +86,7 @@ impl Bus {
             dirty: RefCell::new(Vec::new()),
             remote: RefCell::new((0..peers).map(|_| RemoteInterest::default()).collect()),
             scratch: RefCell::new(Vec::new()),
+            shared: RefCell::new(SharedGroups::default()),
             has_peers: peers > 1,
         }
     }
@@ -96,6 +122,134 @@ impl Bus {
             }
         }
         removed
+    }
+
+    fn count_filter(&self, filter: &str, delta: i32) {
+        let mut refs = self.filter_refs.borrow_mut();
+        let count = refs.entry(filter.into()).or_insert(0);
+        let was = *count;
+        *count = count.saturating_add_signed(delta);
+        let now = *count;
+        if now == 0 {
+            refs.remove(filter);
+        }
+        if (was == 0) != (now == 0) && self.has_peers {
+            self.dirty.borrow_mut().push(filter.into());
+        }
+    }
+
+    /// Adds `subscriber` to shared subscription group `group` of `filter`.
+    pub(crate) fn subscribe_shared(&self, group: &str, filter: &str, subscriber: Subscriber) {
+        let key: Rc<str> = format!("{group}/{filter}").into();
+        let mut shared = self.shared.borrow_mut();
+        let first = !shared.members.contains_key(&key);
+        shared
+            .members
+            .entry(Rc::clone(&key))
+            .or_default()
+            .push(subscriber);
+        if first {
+            shared.tree.insert(filter, Rc::clone(&key));
+            drop(shared);
+            self.count_filter(&format!("{SHARE_PREFIX}{key}"), 1);
+        }
+    }
+
+    /// Removes `subscriber` from the group; whether it was a member.
+    pub(crate) fn unsubscribe_shared(
+        &self,
+        group: &str,
+        filter: &str,
+        subscriber: &Subscriber,
+    ) -> bool {
+        let key = format!("{group}/{filter}");
+        let mut shared = self.shared.borrow_mut();
+        let Some(members) = shared.members.get_mut(key.as_str()) else {
+            return false;
+        };
+        let Some(at) = members.iter().position(|m| Rc::ptr_eq(m, subscriber)) else {
+            return false;
+        };
+        members.remove(at);
+        if members.is_empty() {
+            shared.members.remove(key.as_str());
+            shared.next.remove(key.as_str());
+            shared.tree.remove_first(filter, |k| **k == *key);
+            drop(shared);
+            self.count_filter(&format!("{SHARE_PREFIX}{key}"), -1);
+        }
+        true
+    }
+
+    /// For each shared group with a member (here or on a peer) whose
+    /// filter matches `topic`, picks where the message goes: the members
+    /// here and the peers that have members take turns.
+    pub(crate) fn shared_targets(&self, topic: &str, mut f: impl FnMut(SharedTarget)) {
+        let mut keys: Vec<Rc<str>> = Vec::new();
+        self.shared
+            .borrow()
+            .tree
+            .for_each_match(topic, |k| keys.push(Rc::clone(k)));
+        let mut peers: Vec<(usize, Rc<str>)> = Vec::new();
+        for (peer, r) in self.remote.borrow().iter().enumerate() {
+            r.shared
+                .for_each_match(topic, |k| peers.push((peer, Rc::clone(k))));
+        }
+        if keys.is_empty() && peers.is_empty() {
+            return;
+        }
+        for (_, k) in &peers {
+            if !keys.contains(k) {
+                keys.push(Rc::clone(k));
+            }
+        }
+        for key in keys {
+            let target = {
+                let mut shared = self.shared.borrow_mut();
+                let local = shared.members.get(&key).map_or(0, Vec::len);
+                let remote: Vec<usize> = peers
+                    .iter()
+                    .filter(|(_, k)| *k == key)
+                    .map(|(p, _)| *p)
+                    .collect();
+                let slots = local + remote.len();
+                let next = shared.next.entry(Rc::clone(&key)).or_insert(0);
+                let pick = *next % slots.max(1);
+                *next = next.wrapping_add(1);
+                if pick < local {
+                    shared
+                        .members
+                        .get(&key)
+                        .and_then(|m| m.get(pick))
+                        .map(|s| SharedTarget::Local(Rc::clone(s)))
+                } else {
+                    remote.get(pick - local).map(|peer| SharedTarget::Peer {
+                        peer: *peer,
+                        group: Rc::clone(&key),
+                    })
+                }
+            };
+            if let Some(t) = target {
+                f(t);
+            }
+        }
+    }
+
+    /// One local member of group `key` (`{group}/{filter}`), in turn.
+    pub(crate) fn pick_shared_member(&self, key: &str) -> Option<Subscriber> {
+        let mut shared = self.shared.borrow_mut();
+        let len = shared.members.get(key).map_or(0, Vec::len);
+        if len == 0 {
+            return None;
+        }
+        let key: Rc<str> = shared
+            .members
+            .get_key_value(key)
+            .map(|(k, _)| Rc::clone(k))?;
+        let next = shared.next.entry(Rc::clone(&key)).or_insert(0);
+        let pick = *next % len;
+        *next = next.wrapping_add(1);
+        shared.members.get(&key).and_then(|m| m.get(pick)).cloned()
     }
 
     /// Calls `f` for each local subscriber matching `topic`. Subscribers
@@ -160,6 +314,20 @@ impl Bus {
         let Some(r) = remote.get_mut(peer) else {
             return;
         };
+        if let Some(key) = filter.strip_prefix(SHARE_PREFIX) {
+            let Some((_, inner)) = key.split_once('/') else {
+                return;
+            };
+            let key: Rc<str> = key.into();
+            if present {
+                if r.filters.insert(filter.clone()) {
+                    r.shared.insert(inner, key);
+                }
+            } else if r.filters.remove(&filter) {
+                r.shared.remove_first(inner, |k| *k == key);
+            }
+            return;
+        }
         if present {
             if !r.filters.contains(&filter) {
                 r.tree.insert(&filter, ());
@@ -207,6 +375,7 @@ mod tests {
             retain: false,
             origin: Origin::default(),
             hops: 0,
+            props: None,
         }
     }
 

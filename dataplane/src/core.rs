@@ -17,9 +17,10 @@ use slab::Slab;
 use tracing::{info, warn};
 
 use crate::auth::PendingQueries;
-use crate::bus::{Bus, Subscriber};
+use crate::bus::{Bus, SharedTarget, Subscriber};
 use crate::latency::LatencyHistogram;
-use crate::message::{CrossMessage, MeshMsg, Message, Origin};
+use crate::message::{CrossMessage, MeshMsg, Message};
+use crate::mqtt::Broker;
 use crate::pool::{Payload, SlabPool};
 use crate::registry::RegistryShard;
 use crate::routes::RouteTable;
@@ -131,6 +132,8 @@ pub(crate) struct Core {
     latency: RefCell<LatencyHistogram>,
     /// Reads since the last timed one.
     reads_untimed: Cell<u32>,
+    /// The MQTT broker's state on this core.
+    pub(crate) mqtt: Broker,
 }
 
 impl std::fmt::Debug for Core {
@@ -150,6 +153,7 @@ impl Core {
         settings: RuntimeSettings,
     ) -> Self {
         let pool = SlabPool::new(&pool_settings);
+        let mqtt = Broker::new(&settings.mqtt);
         let (mesh_id, peers) = senders
             .as_ref()
             .map_or((0, 1), |s| (s.peer_id(), s.nr_consumers()));
@@ -182,6 +186,7 @@ impl Core {
             auth_queries: PendingQueries::default(),
             latency: RefCell::new(LatencyHistogram::default()),
             reads_untimed: Cell::new(0),
+            mqtt,
         }
     }
 
@@ -191,6 +196,10 @@ impl Core {
             .stats
             .figures(u16::try_from(self.index).unwrap_or(u16::MAX), &self.pool);
         figures.latency = self.latency.borrow().figures();
+        let (sessions, offline, retained) = self.mqtt.counts();
+        figures.mqtt.sessions = sessions;
+        figures.mqtt.offline_sessions = offline;
+        figures.mqtt.retained = retained;
         figures
     }
 
@@ -455,6 +464,36 @@ impl Core {
         }
     }
 
+    /// Joins shared subscription group `group` of `filter`.
+    pub(crate) fn subscribe_shared(&self, group: &str, filter: &str, subscriber: Subscriber) {
+        self.bus.subscribe_shared(group, filter, subscriber);
+        if self.bus.has_interest_changes() {
+            self.interest_kick.kick();
+        }
+    }
+
+    /// Leaves shared subscription group `group` of `filter`.
+    pub(crate) fn unsubscribe_shared(&self, group: &str, filter: &str, subscriber: &Subscriber) {
+        self.bus.unsubscribe_shared(group, filter, subscriber);
+        if self.bus.has_interest_changes() {
+            self.interest_kick.kick();
+        }
+    }
+
+    /// Sends what `make` gives to every other core (nothing when it gives
+    /// nothing: a payload copy the pool could not make is counted).
+    pub(crate) fn broadcast(&self, make: impl Fn() -> Option<MeshMsg>) {
+        let Some(senders) = &self.senders else {
+            return;
+        };
+        for peer in self.other_peers() {
+            match make() {
+                Some(msg) => self.send_to_peer(senders, peer, msg),
+                None => self.stats.mesh_drops.inc(),
+            }
+        }
+    }
+
     /// Publishes a message that entered on this core: routes first, then
     /// local subscribers and interested cores.
     pub(crate) fn publish(&self, msg: Message) {
@@ -486,6 +525,7 @@ impl Core {
                             retain: m.retain,
                             origin: m.origin.clone(),
                             hops: m.hops + 1,
+                            props: m.props.clone(),
                         });
                     }
                     Err(why) => {
@@ -508,6 +548,24 @@ impl Core {
     /// wants the topic.
     fn fan_out(&self, m: &Message) {
         self.bus.for_each_local(&m.topic, |s| s.deliver(m));
+        self.bus.shared_targets(&m.topic, |target| match target {
+            SharedTarget::Local(s) => s.deliver(m),
+            SharedTarget::Peer { peer, group } => {
+                let Some(senders) = &self.senders else {
+                    return;
+                };
+                match self.pool.detach_copy(m.payload.as_slice()) {
+                    Some(payload) => {
+                        let msg = MeshMsg::SharedPublish {
+                            group: group.as_ref().into(),
+                            msg: CrossMessage::of(m, payload),
+                        };
+                        self.send_to_peer(senders, peer, msg);
+                    }
+                    None => self.stats.mesh_drops.inc(),
+                }
+            }
+        });
         let Some(senders) = &self.senders else {
             return;
         };
@@ -519,14 +577,7 @@ impl Core {
                 self.stats.mesh_drops.inc();
                 continue;
             };
-            let cross = CrossMessage {
-                topic: m.topic.as_ref().into(),
-                payload,
-                qos: m.qos,
-                retain: m.retain,
-                origin_listener: m.origin.listener.as_deref().map(Into::into),
-                origin_device: m.origin.device.as_deref().map(Into::into),
-            };
+            let cross = CrossMessage::of(m, payload);
             self.send_to_peer(senders, peer, MeshMsg::Publish(cross));
         }
     }
@@ -631,22 +682,41 @@ impl Core {
         match msg {
             MeshMsg::Publish(cross) => {
                 self.stats.mesh_received.inc();
-                let Some(buf) = self.pool.adopt(cross.payload) else {
+                let Some(m) = cross.adopt_into(&self.pool) else {
                     self.stats.mesh_drops.inc();
                     return;
                 };
-                let m = Message {
-                    topic: cross.topic.into(),
-                    payload: Payload::whole(buf),
-                    qos: cross.qos,
-                    retain: cross.retain,
-                    origin: Origin {
-                        listener: cross.origin_listener.map(Into::into),
-                        device: cross.origin_device.map(Into::into),
-                    },
-                    hops: 0,
-                };
                 self.bus.for_each_local(&m.topic, |s| s.deliver(&m));
+            }
+            MeshMsg::SharedPublish { group, msg } => {
+                self.stats.mesh_received.inc();
+                let Some(m) = msg.adopt_into(&self.pool) else {
+                    self.stats.mesh_drops.inc();
+                    return;
+                };
+                match self.bus.pick_shared_member(&group) {
+                    Some(s) => s.deliver(&m),
+                    // The group's last member here left meanwhile.
+                    None => self.stats.outbound_drops.inc(),
+                }
+            }
+            MeshMsg::Retain(msg) => {
+                let payload = Payload::heap(msg.payload.as_slice());
+                let m = msg.into_message(payload);
+                self.mqtt.store_retained(self, &m);
+            }
+            MeshMsg::SessionClaim {
+                claim,
+                client_id,
+                clean_start,
+            } => {
+                let session = self.mqtt.on_claim(self, &client_id, clean_start);
+                if let Some(senders) = &self.senders {
+                    self.send_to_peer(senders, peer, MeshMsg::SessionHandover { claim, session });
+                }
+            }
+            MeshMsg::SessionHandover { claim, session } => {
+                self.mqtt.on_handover(claim, session);
             }
             MeshMsg::Interest { filter, present } => {
                 self.bus.apply_peer_interest(peer, filter, present);
@@ -659,13 +729,23 @@ impl Core {
                 device,
                 digest,
             } => {
-                let verdict = self.registry.borrow().verify(&device, &digest);
+                let (verdict, product) =
+                    self.registry.borrow().verify_with_product(&device, &digest);
                 if let Some(senders) = &self.senders {
-                    self.send_to_peer(senders, peer, MeshMsg::RegistryAnswer { query, verdict });
+                    let answer = MeshMsg::RegistryAnswer {
+                        query,
+                        verdict,
+                        product,
+                    };
+                    self.send_to_peer(senders, peer, answer);
                 }
             }
-            MeshMsg::RegistryAnswer { query, verdict } => {
-                self.auth_queries.resolve(query, verdict);
+            MeshMsg::RegistryAnswer {
+                query,
+                verdict,
+                product,
+            } => {
+                self.auth_queries.resolve(query, verdict, product);
             }
             MeshMsg::CloseDevices { devices } => {
                 for device in &devices {

@@ -109,6 +109,7 @@ pub(crate) async fn core_main(link: CoreLink, mesh: Option<MeshBuilder<MeshMsg, 
     }
     glommio::spawn_local(Rc::clone(&core).run_interest_announcer()).detach();
     glommio::spawn_local(Rc::clone(&core).run_mesh_backlog_pump()).detach();
+    glommio::spawn_local(crate::mqtt::run_sweeper(Rc::clone(&core))).detach();
     if !stats_interval.is_zero() {
         let core = Rc::clone(&core);
         glommio::spawn_local(async move {

@@ -15,6 +15,23 @@ pub(crate) struct Origin {
     pub(crate) listener: Option<Rc<str>>,
     /// The device that sent it.
     pub(crate) device: Option<Rc<str>>,
+    /// The MQTT session that published it on this core (0: none), for
+    /// No Local subscriptions. Not carried to other cores: a session's
+    /// subscriptions live on its connection's core.
+    pub(crate) session: u64,
+}
+
+/// MQTT 5.0 properties a message carries from its publisher to its
+/// subscribers (owned, `Send`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PublishProps {
+    pub(crate) payload_format_indicator: Option<u8>,
+    /// When the message stops being worth delivering (Message Expiry).
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) content_type: Option<Box<str>>,
+    pub(crate) response_topic: Option<Box<str>>,
+    pub(crate) correlation_data: Option<Box<[u8]>>,
+    pub(crate) user_properties: Vec<(Box<str>, Box<str>)>,
 }
 
 /// A message on a core's bus.
@@ -27,6 +44,8 @@ pub(crate) struct Message {
     pub(crate) origin: Origin,
     /// Times routes have republished it (loop guard).
     pub(crate) hops: u8,
+    /// MQTT 5.0 properties, when the publisher set any.
+    pub(crate) props: Option<Rc<PublishProps>>,
 }
 
 /// A message on its way to another core: owned, `Send`, its payload copied
@@ -39,6 +58,47 @@ pub(crate) struct CrossMessage {
     pub(crate) retain: bool,
     pub(crate) origin_listener: Option<Box<str>>,
     pub(crate) origin_device: Option<Box<str>>,
+    pub(crate) props: Option<Box<PublishProps>>,
+}
+
+impl CrossMessage {
+    /// The owned, `Send` form of `m`, its payload detached from this core.
+    pub(crate) fn of(m: &Message, payload: Detached) -> Self {
+        Self {
+            topic: m.topic.as_ref().into(),
+            payload,
+            qos: m.qos,
+            retain: m.retain,
+            origin_listener: m.origin.listener.as_deref().map(Into::into),
+            origin_device: m.origin.device.as_deref().map(Into::into),
+            props: m.props.as_deref().map(|p| Box::new(p.clone())),
+        }
+    }
+
+    /// The message on the receiving core, its payload adopted by `pool`
+    /// (`None` when the pool cannot take it).
+    pub(crate) fn adopt_into(mut self, pool: &crate::pool::SlabPool) -> Option<Message> {
+        let detached = std::mem::replace(&mut self.payload, Detached::empty());
+        let buf = pool.adopt(detached)?;
+        Some(self.into_message(Payload::whole(buf)))
+    }
+
+    /// The message on the receiving core, its payload in `payload`.
+    pub(crate) fn into_message(self, payload: Payload) -> Message {
+        Message {
+            topic: self.topic.into(),
+            payload,
+            qos: self.qos,
+            retain: self.retain,
+            origin: Origin {
+                listener: self.origin_listener.map(Into::into),
+                device: self.origin_device.map(Into::into),
+                session: 0,
+            },
+            hops: 0,
+            props: self.props.map(|p| Rc::new(*p)),
+        }
+    }
 }
 
 /// Everything cores tell each other.
@@ -46,6 +106,26 @@ pub(crate) struct CrossMessage {
 pub(crate) enum MeshMsg {
     /// Deliver to the receiving core's local subscribers.
     Publish(CrossMessage),
+    /// Deliver to one local member of shared subscription `group`
+    /// (`{name}/{filter}`), picked by the sending core.
+    SharedPublish { group: Box<str>, msg: CrossMessage },
+    /// Store (or, with an empty payload, clear) a retained message.
+    Retain(CrossMessage),
+    /// An MQTT client connected on the sending core: close this core's
+    /// connection of the same client id (session taken over) and answer
+    /// with [`MeshMsg::SessionHandover`], giving up the session.
+    SessionClaim {
+        claim: u64,
+        client_id: Box<str>,
+        /// The new connection asked for a clean start: discard the session.
+        clean_start: bool,
+    },
+    /// The answer to [`MeshMsg::SessionClaim`] `claim`: the session, if
+    /// this core had it and it was to be kept.
+    SessionHandover {
+        claim: u64,
+        session: Option<Box<crate::mqtt::SessionTransfer>>,
+    },
     /// The sending core has (or no longer has) subscribers for `filter`.
     Interest { filter: Box<str>, present: bool },
     /// A device logged in on the sending core at `since`: an older
@@ -59,7 +139,12 @@ pub(crate) enum MeshMsg {
         digest: SecretDigest,
     },
     /// The owner's answer to [`MeshMsg::RegistryQuery`] `query`.
-    RegistryAnswer { query: u64, verdict: AuthVerdict },
+    RegistryAnswer {
+        query: u64,
+        verdict: AuthVerdict,
+        /// The device's product, when accepted.
+        product: Option<Box<str>>,
+    },
     /// These devices left the registry (or were kicked): close their
     /// connections on the receiving core.
     CloseDevices { devices: Vec<Box<str>> },

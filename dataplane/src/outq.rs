@@ -11,6 +11,9 @@ use shoal_protocols::framing::MAX_HEADER_BYTES;
 
 use crate::pool::{Payload, PoolBuf, SlabPool};
 
+/// Most bytes an inline segment holds.
+pub(crate) const MAX_INLINE_BYTES: usize = MAX_HEADER_BYTES;
+
 /// Most slices handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
 

@@ -334,14 +334,37 @@ pub(crate) struct Detached {
     len: usize,
 }
 
-/// An immutable slice of a shared pool buffer: what messages carry. Cloning
-/// is an `Rc` increment; the buffer returns to its pool when the last slice
-/// is dropped.
+impl Detached {
+    /// No bytes.
+    pub(crate) fn empty() -> Self {
+        Self {
+            data: Box::default(),
+            len: 0,
+        }
+    }
+
+    /// The bytes it carries.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        self.data.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// An immutable slice of a shared buffer: what messages carry. Cloning is
+/// an `Rc` increment. Most payloads are slices of pool buffers (the buffer
+/// returns to its pool when the last slice is dropped); what is kept for
+/// long (retained messages, queues of offline sessions) is copied to the
+/// heap once, so that it does not pin a read buffer.
 #[derive(Debug, Clone)]
 pub(crate) struct Payload {
-    buf: Rc<PoolBuf>,
+    bytes: PayloadBytes,
     start: u32,
     end: u32,
+}
+
+#[derive(Debug, Clone)]
+enum PayloadBytes {
+    Pool(Rc<PoolBuf>),
+    Heap(Rc<[u8]>),
 }
 
 impl Payload {
@@ -350,7 +373,7 @@ impl Payload {
         let end = range.end.min(buf.len());
         let start = range.start.min(end);
         Self {
-            buf,
+            bytes: PayloadBytes::Pool(buf),
             start: u32::try_from(start).unwrap_or(0),
             end: u32::try_from(end).unwrap_or(0),
         }
@@ -362,9 +385,30 @@ impl Payload {
         Self::new(Rc::new(buf), 0..len)
     }
 
+    /// A heap copy of `bytes`.
+    pub(crate) fn heap(bytes: &[u8]) -> Self {
+        Self {
+            bytes: PayloadBytes::Heap(Rc::from(bytes)),
+            start: 0,
+            end: u32::try_from(bytes.len()).unwrap_or(0),
+        }
+    }
+
+    /// These bytes in a payload that holds no pool buffer: itself when it
+    /// already is one, else a heap copy.
+    pub(crate) fn unpinned(&self) -> Self {
+        match &self.bytes {
+            PayloadBytes::Heap(_) => self.clone(),
+            PayloadBytes::Pool(_) => Self::heap(self.as_slice()),
+        }
+    }
+
     pub(crate) fn as_slice(&self) -> &[u8] {
-        self.buf
-            .filled()
+        let whole: &[u8] = match &self.bytes {
+            PayloadBytes::Pool(buf) => buf.filled(),
+            PayloadBytes::Heap(bytes) => bytes,
+        };
+        whole
             .get(self.start as usize..self.end as usize)
             .unwrap_or_default()
     }
@@ -377,7 +421,7 @@ impl Payload {
     pub(crate) fn skip(&self, n: usize) -> Self {
         let start = (self.start as usize + n).min(self.end as usize);
         Self {
-            buf: Rc::clone(&self.buf),
+            bytes: self.bytes.clone(),
             start: u32::try_from(start).unwrap_or(self.end),
             end: self.end,
         }

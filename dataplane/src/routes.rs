@@ -250,8 +250,10 @@ mod tests {
             origin: Origin {
                 listener: Some("tcp".into()),
                 device: device.map(Into::into),
+                session: 0,
             },
             hops,
+            props: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-use shoal_protocols::figures::CoreFigures;
+use shoal_protocols::figures::{CoreFigures, MqttFigures};
 
 use crate::pool::SlabPool;
 
@@ -51,6 +51,13 @@ pub(crate) struct CoreStats {
     pub(crate) forward_sent: Counter,
     pub(crate) forward_drops: Counter,
     pub(crate) auth_failures: Counter,
+    pub(crate) mqtt_queue_drops: Counter,
+    pub(crate) mqtt_offline_drops: Counter,
+    pub(crate) mqtt_expired: Counter,
+    pub(crate) mqtt_acl_denials: Counter,
+    pub(crate) mqtt_retained_refused: Counter,
+    pub(crate) mqtt_takeovers: Counter,
+    pub(crate) mqtt_protocol_errors: Counter,
 }
 
 impl CoreStats {
@@ -77,6 +84,16 @@ impl CoreStats {
             forward_drops: self.forward_drops.get(),
             latency: Default::default(),
             auth_failures: self.auth_failures.get(),
+            mqtt: MqttFigures {
+                queue_drops: self.mqtt_queue_drops.get(),
+                offline_drops: self.mqtt_offline_drops.get(),
+                expired: self.mqtt_expired.get(),
+                acl_denials: self.mqtt_acl_denials.get(),
+                retained_refused: self.mqtt_retained_refused.get(),
+                takeovers: self.mqtt_takeovers.get(),
+                protocol_errors: self.mqtt_protocol_errors.get(),
+                ..MqttFigures::default()
+            },
             backpressure_pauses: pool.backpressure_pauses(),
             pools: pool.figures(),
         }

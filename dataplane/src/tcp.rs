@@ -737,8 +737,10 @@ fn handle_frame(
             origin: Origin {
                 listener: Some(Rc::clone(&conn.rt.name)),
                 device: Some(device),
+                session: 0,
             },
             hops: 0,
+            props: None,
         },
         read_end,
     );

@@ -261,6 +261,7 @@ fn datagram(
     let origin = Origin {
         listener: Some(Rc::clone(&rt.name)),
         device: Some(Rc::clone(&session.device)),
+        session: 0,
     };
     let publish = |range: std::ops::Range<usize>| {
         let msg = Message {
@@ -270,6 +271,7 @@ fn datagram(
             retain: false,
             origin: origin.clone(),
             hops: 0,
+            props: None,
         };
         core.publish_read(msg, read_end);
     };

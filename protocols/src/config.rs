@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::framing::{Framer, FramingConfig};
 use crate::topic::{validate_topic_filter, validate_topic_name};
 
+mod mqtt;
+
+pub use mqtt::{MqttSettings, ProductConfig, QueueOverflow};
+
 /// The most bytes a device id may have.
 pub const MAX_DEVICE_ID_BYTES: usize = 128;
 
@@ -35,6 +39,9 @@ pub struct DataPlaneConfig {
     /// Routes evaluated, in order, for every message published on a core.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Products: what their devices may publish and subscribe to.
+    #[serde(default, rename = "product")]
+    pub products: Vec<ProductConfig>,
 }
 
 /// Runtime settings that apply to every core.
@@ -57,6 +64,8 @@ pub struct RuntimeSettings {
     /// How many times a message may be republished by routes before it is
     /// dropped (guards against route loops).
     pub max_route_hops: u8,
+    /// The MQTT broker's bounds.
+    pub mqtt: MqttSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -67,6 +76,7 @@ impl Default for RuntimeSettings {
             outbound_queue_bytes: 256 * 1024,
             write_stall_timeout: Duration::from_secs(30),
             max_route_hops: 4,
+            mqtt: MqttSettings::default(),
         }
     }
 }
@@ -119,6 +129,18 @@ pub enum ListenerProtocol {
     Tcp,
     /// Raw UDP: a datagram is one message, or holds frames.
     Udp,
+    /// MQTT 3.1.1 and 5.0 over TCP.
+    Mqtt,
+    /// HTTP/1.1: WebSocket upgrades (MQTT over WebSocket at `/mqtt`).
+    Http,
+}
+
+impl ListenerProtocol {
+    /// Whether it runs over UDP (else TCP): two listeners of the same
+    /// transport cannot share an address.
+    pub fn is_udp(self) -> bool {
+        self == Self::Udp
+    }
 }
 
 impl fmt::Display for ListenerProtocol {
@@ -126,6 +148,8 @@ impl fmt::Display for ListenerProtocol {
         f.write_str(match self {
             Self::Tcp => "tcp",
             Self::Udp => "udp",
+            Self::Mqtt => "mqtt",
+            Self::Http => "http",
         })
     }
 }
@@ -171,7 +195,9 @@ pub struct ListenerConfig {
     /// message.
     #[serde(default)]
     pub framing: Option<FramingConfig>,
-    /// Identity rule.
+    /// Identity rule (raw TCP and UDP; MQTT and HTTP know their devices
+    /// from their own logins).
+    #[serde(default = "default_identity")]
     pub identity: IdentityRule,
     /// Whether a device must prove it is in the registry.
     #[serde(default)]
@@ -187,8 +213,13 @@ pub enum ListenerAuth {
     #[default]
     None,
     /// The login frame is `{device_id}:{secret}` (split at the last `:`),
-    /// and the device must be in the registry with that secret.
+    /// and the device must be in the registry with that secret. On MQTT
+    /// listeners: user name = device id, password = secret.
     DeviceSecret,
+}
+
+fn default_identity() -> IdentityRule {
+    IdentityRule::LoginFrame
 }
 
 fn default_max_connections() -> u32 {
@@ -393,7 +424,7 @@ impl DataPlaneConfig {
             let addr = parse_socket_addr(&l.bind).map_err(|e| ConfigError::new(&at, e))?;
             if let Some((_, _, other)) = seen_binds
                 .iter()
-                .find(|(p, a, _)| *p == l.protocol && *a == addr)
+                .find(|(p, a, _)| p.is_udp() == l.protocol.is_udp() && *a == addr)
             {
                 return Err(ConfigError::new(
                     at,
@@ -420,6 +451,22 @@ impl DataPlaneConfig {
             }
             if l.idle_timeout.is_zero() {
                 return Err(ConfigError::new(at, "idle_timeout must be more than 0s"));
+            }
+            let raw = matches!(l.protocol, ListenerProtocol::Tcp | ListenerProtocol::Udp);
+            if !raw && l.framing.is_some() {
+                return Err(ConfigError::new(
+                    at,
+                    format!("`framing` is for tcp and udp listeners, not {}", l.protocol),
+                ));
+            }
+            if !raw && l.identity != IdentityRule::LoginFrame {
+                return Err(ConfigError::new(
+                    at,
+                    format!(
+                        "`identity` is for tcp and udp listeners; {} knows its devices from its logins",
+                        l.protocol
+                    ),
+                ));
             }
             match (&l.framing, l.protocol) {
                 (None, ListenerProtocol::Tcp) => {
@@ -460,14 +507,25 @@ impl DataPlaneConfig {
                 _ => {}
             }
             if l.auth == ListenerAuth::DeviceSecret
-                && !(l.protocol == ListenerProtocol::Tcp && l.identity == IdentityRule::LoginFrame)
+                && (l.protocol == ListenerProtocol::Udp
+                    || (l.protocol == ListenerProtocol::Tcp
+                        && l.identity != IdentityRule::LoginFrame))
             {
                 return Err(ConfigError::new(
                     at,
-                    "auth device_secret needs a tcp listener with identity login_frame \
-                     (the login frame carries `{device_id}:{secret}`)",
+                    "auth device_secret is for tcp (identity login_frame: the login frame \
+                     carries `{device_id}:{secret}`), mqtt and http listeners",
                 ));
             }
+        }
+        let mut product_names: Vec<&str> = Vec::new();
+        for (i, p) in self.products.iter().enumerate() {
+            let at = format!("product[{i}] {:?}", p.name);
+            if product_names.contains(&p.name.as_str()) {
+                return Err(ConfigError::new(at, "another product has this name"));
+            }
+            product_names.push(&p.name);
+            p.validate(&at)?;
         }
         let mut route_names: Vec<&str> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -579,7 +637,7 @@ impl DataPlaneConfig {
                 "write_stall_timeout must be more than 0s",
             ));
         }
-        Ok(())
+        r.mqtt.validate()
     }
 
     fn validate_pools(&self) -> Result<(), ConfigError> {

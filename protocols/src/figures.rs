@@ -60,6 +60,33 @@ pub struct CoreFigures {
     /// `device_secret` listener (unknown device, wrong secret, malformed
     /// login, or no answer from the registry).
     pub auth_failures: u64,
+    /// MQTT figures of the core.
+    pub mqtt: MqttFigures,
+}
+
+/// The MQTT broker's figures on one core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttFigures {
+    /// Sessions on the core now (with a connection or offline).
+    pub sessions: u64,
+    /// Of them, without a connection.
+    pub offline_sessions: u64,
+    /// Retained messages the core keeps.
+    pub retained: u64,
+    /// QoS 1/2 messages dropped because a session's queue was full.
+    pub queue_drops: u64,
+    /// QoS 0 messages not kept for an offline session.
+    pub offline_drops: u64,
+    /// Messages whose Message Expiry passed before delivery.
+    pub expired: u64,
+    /// Publishes and subscriptions a product's permissions refused.
+    pub acl_denials: u64,
+    /// Retained messages refused because the store was full.
+    pub retained_refused: u64,
+    /// Sessions taken over by a new connection with the same client id.
+    pub takeovers: u64,
+    /// Connections closed for a protocol error (malformed packet, ...).
+    pub protocol_errors: u64,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -104,7 +131,9 @@ impl fmt::Display for CoreFigures {
             "core={} conns={} accepted={} refused={} msgs_in={} msgs_out={} bytes_in={} \
              bytes_out={} frame_errors={} idle_timeouts={} outbound_drops={} slow_closes={} \
              mesh_sent={} mesh_received={} mesh_drops={} route_republished={} route_dropped={} \
-             forward_sent={} forward_drops={} backpressure={} auth_failures={}",
+             forward_sent={} forward_drops={} backpressure={} auth_failures={} \
+             mqtt_sessions={} mqtt_offline={} mqtt_retained={} mqtt_queue_drops={} \
+             mqtt_acl_denials={} mqtt_protocol_errors={}",
             self.core,
             self.connections,
             self.accepted,
@@ -126,6 +155,12 @@ impl fmt::Display for CoreFigures {
             self.forward_drops,
             self.backpressure_pauses,
             self.auth_failures,
+            self.mqtt.sessions,
+            self.mqtt.offline_sessions,
+            self.mqtt.retained,
+            self.mqtt.queue_drops,
+            self.mqtt.acl_denials,
+            self.mqtt.protocol_errors,
         )?;
         for p in &self.pools {
             write!(

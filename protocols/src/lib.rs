@@ -33,4 +33,7 @@ pub mod config;
 pub mod control;
 pub mod figures;
 pub mod framing;
+pub mod http1;
+pub mod mqtt;
 pub mod topic;
+pub mod websocket;

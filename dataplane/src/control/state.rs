@@ -173,6 +173,7 @@ impl DesiredState {
             pools.clone(),
             &self.listeners,
             &self.routes,
+            &self.products,
         )
     }
 }

@@ -132,11 +132,23 @@ impl RegistryShard {
 
     /// Whether `presented` (the digest of the secret a connection gave) is
     /// device `id`'s.
+    #[cfg(test)]
     pub(crate) fn verify(&self, id: &str, presented: &SecretDigest) -> AuthVerdict {
+        self.verify_with_product(id, presented).0
+    }
+
+    /// [`Self::verify`], with the device's product when it is accepted.
+    pub(crate) fn verify_with_product(
+        &self,
+        id: &str,
+        presented: &SecretDigest,
+    ) -> (AuthVerdict, Option<Box<str>>) {
         match self.table.get(id) {
-            None => AuthVerdict::UnknownDevice,
-            Some(d) if same_digest(&d.digest, presented) => AuthVerdict::Accepted,
-            Some(_) => AuthVerdict::WrongSecret,
+            None => (AuthVerdict::UnknownDevice, None),
+            Some(d) if same_digest(&d.digest, presented) => {
+                (AuthVerdict::Accepted, Some(d.product.into()))
+            }
+            Some(_) => (AuthVerdict::WrongSecret, None),
         }
     }
 

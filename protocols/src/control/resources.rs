@@ -161,6 +161,10 @@ pub enum ListenerProtocol {
     Tcp,
     /// Raw UDP.
     Udp,
+    /// MQTT over TCP.
+    Mqtt,
+    /// HTTP/1.1 (WebSocket upgrades).
+    Http,
 }
 
 /// [`framing::FramingConfig`] on the wire.
@@ -373,6 +377,8 @@ impl From<&config::ListenerConfig> for Listener {
             protocol: match l.protocol {
                 config::ListenerProtocol::Tcp => ListenerProtocol::Tcp,
                 config::ListenerProtocol::Udp => ListenerProtocol::Udp,
+                config::ListenerProtocol::Mqtt => ListenerProtocol::Mqtt,
+                config::ListenerProtocol::Http => ListenerProtocol::Http,
             },
             bind: l.bind.clone(),
             max_connections: l.max_connections,
@@ -401,6 +407,8 @@ impl From<&Listener> for config::ListenerConfig {
             protocol: match l.protocol {
                 ListenerProtocol::Tcp => config::ListenerProtocol::Tcp,
                 ListenerProtocol::Udp => config::ListenerProtocol::Udp,
+                ListenerProtocol::Mqtt => config::ListenerProtocol::Mqtt,
+                ListenerProtocol::Http => config::ListenerProtocol::Http,
             },
             bind: l.bind.clone(),
             max_connections: l.max_connections,
@@ -480,18 +488,30 @@ impl From<&Route> for config::RouteConfig {
     }
 }
 
-/// The data-plane config that `listeners` and `routes` (in this order)
-/// give, with the data plane's own runtime and pool settings.
+impl From<&Product> for config::ProductConfig {
+    fn from(p: &Product) -> Self {
+        Self {
+            name: p.name.clone(),
+            publish: p.publish.clone(),
+            subscribe: p.subscribe.clone(),
+        }
+    }
+}
+
+/// The data-plane config that `listeners`, `routes` (in this order) and
+/// `products` give, with the data plane's own runtime and pool settings.
 pub fn to_dataplane_config(
     runtime: config::RuntimeSettings,
     pools: config::PoolSettings,
     listeners: &[Listener],
     routes: &[Route],
+    products: &[Product],
 ) -> config::DataPlaneConfig {
     config::DataPlaneConfig {
         runtime,
         pools,
         listeners: listeners.iter().map(config::ListenerConfig::from).collect(),
         routes: routes.iter().map(config::RouteConfig::from).collect(),
+        products: products.iter().map(config::ProductConfig::from).collect(),
     }
 }
