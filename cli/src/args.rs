@@ -199,6 +199,11 @@ pub(crate) enum ProtocolArg {
     Tcp,
     /// Raw UDP.
     Udp,
+    /// MQTT 3.1.1 and 5.0 (with auth device-secret: user name = device id,
+    /// password = secret).
+    Mqtt,
+    /// HTTP/1.1: MQTT over WebSocket at /mqtt.
+    Http,
 }
 
 /// `--auth`.
@@ -206,7 +211,8 @@ pub(crate) enum ProtocolArg {
 pub(crate) enum AuthArg {
     /// Any device id is taken as given.
     None,
-    /// The login frame is `{id}:{secret}`, checked against the registry.
+    /// The device's id and secret are checked against the registry (tcp:
+    /// login frame `{id}:{secret}`; mqtt: user name and password).
     DeviceSecret,
 }
 

@@ -249,6 +249,8 @@ pub(crate) fn protocol_summary(protocol: ListenerProtocol) -> &'static str {
     match protocol {
         ListenerProtocol::Tcp => "tcp",
         ListenerProtocol::Udp => "udp",
+        ListenerProtocol::Mqtt => "mqtt",
+        ListenerProtocol::Http => "http",
         _ => "other",
     }
 }

@@ -339,7 +339,10 @@ mod tests {
         let (_store, state) = Store::open(&dir.path().join("desired.redb")).unwrap();
         assert_eq!(state.version(), 1);
         let names: Vec<&String> = state.small().listeners.keys().collect();
-        assert_eq!(names, ["tcp-default", "udp-default"]);
+        assert_eq!(
+            names,
+            ["http-default", "mqtt-default", "tcp-default", "udp-default"]
+        );
     }
 
     #[test]

@@ -229,7 +229,10 @@ fn snapshot_then_delta_then_stored() {
     let mut plane = FakePlane::synced(&cp, "dp1");
     assert_eq!(plane.version, 1);
     let names: Vec<&str> = plane.snapshot.iter().map(Resource::name).collect();
-    assert_eq!(names, ["tcp-default", "udp-default"]);
+    assert_eq!(
+        names,
+        ["http-default", "mqtt-default", "tcp-default", "udp-default"]
+    );
 
     let pending = request(&cp, add_product("meter"));
     let (version, changes) = plane.delta();
@@ -478,7 +481,7 @@ fn cli_session_answers_requests() {
     let CliResponse::Resources(listeners) = cli.recv() else {
         panic!("no resources");
     };
-    assert_eq!(listeners.len(), 2);
+    assert_eq!(listeners.len(), 4);
     cli.send(&CliRequest::Get {
         kind: ResourceKind::Device,
         name: Some("ghost".into()),

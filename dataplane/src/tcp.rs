@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::FutureExt;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 use shoal_protocols::config::{validate_device_id, IdentityRule, ListenerAuth};
 use shoal_protocols::framing::{Decoded, Framer, MAX_HEADER_BYTES};
@@ -29,10 +29,11 @@ use crate::bus::{Deliver, Subscriber};
 use crate::core::{CloseReason, ConnId, Connection, Core, DeferredFlush};
 use crate::listener::ListenerSpec;
 use crate::message::{Message, Origin};
-use crate::outq::{recv_nonblocking, send_vectored, OutQueue, Segment};
+use crate::outq::{recv_nonblocking, Segment};
 use crate::pool::{Payload, PoolBuf};
-use crate::signal::{Kick, LocalSignal};
+use crate::signal::LocalSignal;
 use crate::stats::{BurstLimiter, LogLimiter};
+use crate::writer::{weak_flush, FlushEnd, Sent, Writer};
 
 /// Bytes asked of the pool for a fresh read.
 const READ_CHUNK_BYTES: usize = 512;
@@ -141,53 +142,23 @@ struct TcpConn {
     rt: Rc<TcpListenerRt>,
     fd: RawFd,
     peer: SocketAddr,
-    out: RefCell<OutQueue>,
-    kick: Kick,
+    writer: Writer,
     close: RefCell<Option<CloseReason>>,
     draining: Cell<bool>,
-    write_closed: Cell<bool>,
-    write_failed: Cell<bool>,
-    /// Queued in the current write batch, to be flushed when it ends.
-    flush_deferred: Cell<bool>,
-    /// The task is waiting for the socket to take the queue's front: only
-    /// it may write until then.
-    write_blocked: Cell<bool>,
     /// This connection, for the core's list of deferred flushes.
     me: std::rc::Weak<Self>,
 }
 
 impl DeferredFlush for TcpConn {
     fn flush_deferred(&self) {
-        self.flush_deferred.set(false);
-        if self.write_closed.get() || self.write_failed.get() || self.write_blocked.get() {
-            return;
-        }
-        let result = self.out.borrow_mut().write_to(self.fd);
-        match result {
-            Ok((empty, written)) => {
-                self.core.stats.bytes_out.add(written as u64);
-                if !empty {
-                    // The socket is full: the task waits until it drains.
-                    let mut out = self.out.borrow_mut();
-                    if out.wants_compaction() {
-                        out.compact(&self.core.pool);
-                    }
-                    drop(out);
-                    self.kick.kick();
-                }
-            }
-            Err(_) => {
-                self.write_failed.set(true);
-                self.kick.kick();
-            }
-        }
+        self.writer.flush_deferred(&self.core);
     }
 }
 
 impl Deliver for TcpConn {
     fn deliver(&self, msg: &Message) {
         let stats = &self.core.stats;
-        if self.write_closed.get() || self.write_failed.get() || self.close.borrow().is_some() {
+        if self.close.borrow().is_some() {
             stats.outbound_drops.inc();
             return;
         }
@@ -202,48 +173,13 @@ impl Deliver for TcpConn {
         };
         let header = header.get(..header_len).unwrap_or_default();
         let total = header_len + msg.payload.len() + self.trailer().len();
-        let mut out = self.out.borrow_mut();
-        if self.core.in_batch() {
-            if !out.has_room(total) {
-                stats.outbound_drops.inc();
-                return;
-            }
-            stats.messages_out.inc();
-            out.push_rest(&self.segments(header, &msg.payload), 0);
-            if !self.flush_deferred.replace(true) {
-                if let Some(me) = self.me.upgrade() {
-                    self.core.defer_flush(me);
-                }
-            }
-            return;
-        }
-        if out.is_empty() {
-            let parts = [header, msg.payload.as_slice(), self.trailer()];
-            let written = match send_vectored(self.fd, parts, None) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(_) => {
-                    self.write_failed.set(true);
-                    drop(out);
-                    self.kick.kick();
-                    return;
-                }
-            };
-            stats.messages_out.inc();
-            stats.bytes_out.add(written as u64);
-            if written < total {
-                out.push_rest(&self.segments(header, &msg.payload), written);
-                drop(out);
-                self.kick.kick();
-            }
-        } else if out.has_room(total) {
-            stats.messages_out.inc();
-            out.push_rest(&self.segments(header, &msg.payload), 0);
-            if out.wants_compaction() {
-                out.compact(&self.core.pool);
-            }
-        } else {
-            stats.outbound_drops.inc();
+        let segments = self.segments(header, &msg.payload);
+        match self
+            .writer
+            .send(&self.core, &weak_flush(&self.me), &segments, total, false)
+        {
+            Sent::Queued => stats.messages_out.inc(),
+            Sent::NoRoom | Sent::Closed | Sent::Discarded => stats.outbound_drops.inc(),
         }
     }
 }
@@ -268,12 +204,12 @@ impl TcpConn {
 impl Connection for TcpConn {
     fn close(&self, reason: CloseReason) {
         self.close.borrow_mut().get_or_insert(reason);
-        self.kick.kick();
+        self.writer.kick.kick();
     }
 
     fn begin_drain(&self) {
         self.draining.set(true);
-        self.kick.kick();
+        self.writer.kick.kick();
     }
 }
 
@@ -302,14 +238,9 @@ async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, pee
         rt: Rc::clone(&rt),
         fd: stream.as_raw_fd(),
         peer,
-        out: RefCell::new(OutQueue::new(limit)),
-        kick: Kick::default(),
+        writer: Writer::new(stream.as_raw_fd(), limit),
         close: RefCell::new(None),
         draining: Cell::new(false),
-        write_closed: Cell::new(false),
-        write_failed: Cell::new(false),
-        flush_deferred: Cell::new(false),
-        write_blocked: Cell::new(false),
         me: me.clone(),
     });
     let id = core.add_conn(Rc::clone(&rt.name), Rc::clone(&conn) as Rc<dyn Connection>);
@@ -324,7 +255,7 @@ async fn serve(core: Rc<Core>, rt: Rc<TcpListenerRt>, mut stream: TcpStream, pee
     }
     core.remove_conn(id);
     rt.spec.open.fetch_sub(1, Ordering::Relaxed);
-    conn.out.borrow_mut().clear();
+    conn.writer.clear();
     let device = session.device.as_deref().unwrap_or("-");
     match &end {
         End::Frame(why) => {
@@ -385,19 +316,21 @@ async fn run(
         if let Some(reason) = conn.close.borrow_mut().take() {
             return End::Closed(reason);
         }
-        if conn.write_failed.get() {
+        if conn.writer.write_failed.get() {
             return End::Io(io::Error::new(io::ErrorKind::BrokenPipe, "write failed"));
         }
-        if !conn.out.borrow().is_empty() {
-            if let Err(end) = flush(core, conn, stream).await {
-                return end;
+        if !conn.writer.is_empty() {
+            let closing = || conn.close.borrow_mut().take();
+            if let Err(end) = conn.writer.flush(core, stream, closing).await {
+                return match end {
+                    FlushEnd::Io(e) => End::Io(e),
+                    FlushEnd::Stalled => End::WriteStalled,
+                    FlushEnd::Closed(reason) => End::Closed(reason),
+                };
             }
         }
-        if conn.draining.get() && !conn.write_closed.get() {
-            conn.write_closed.set(true);
-            // SAFETY: shutdown(2) on our own open descriptor; no memory is
-            // involved.
-            unsafe { libc::shutdown(conn.fd, libc::SHUT_WR) };
+        if conn.draining.get() {
+            conn.writer.shutdown_write();
         }
         if core.mesh_gate.is_closed() {
             // Other cores cannot take more yet: read nothing until they can.
@@ -407,7 +340,7 @@ async fn run(
         let wake = {
             let readable = async { Wake::Readable(stream.read(&mut first).await) };
             let kicked = async {
-                conn.kick.kicked().await;
+                conn.writer.kick.kicked().await;
                 Wake::Kicked
             };
             let timer = async {
@@ -446,68 +379,6 @@ async fn run(
             }
         }
     }
-}
-
-/// Writes the outbound queue; waits (bounded by the stall timeout) while
-/// the peer does not read.
-async fn flush(core: &Core, conn: &TcpConn, stream: &mut TcpStream) -> Result<(), End> {
-    let stall = core.settings.borrow().write_stall_timeout;
-    // The connection is too slow only when nothing at all goes out for the
-    // whole stall timeout: any progress restarts it.
-    let mut deadline = Instant::now() + stall;
-    loop {
-        let (empty, written) = conn.out.borrow_mut().write_to(conn.fd).map_err(End::Io)?;
-        core.stats.bytes_out.add(written as u64);
-        if empty {
-            return Ok(());
-        }
-        if written > 0 {
-            deadline = Instant::now() + stall;
-        }
-        // The socket is full. Wait until it takes the front bytes; while
-        // this task owns the write, nothing else writes the queue.
-        {
-            let mut out = conn.out.borrow_mut();
-            if out.wants_compaction() {
-                out.compact(&core.pool);
-            }
-        }
-        let front = conn.out.borrow().front().to_vec();
-        conn.write_blocked.set(true);
-        let write = async { Wait::Written(stream.write(&front).await) };
-        let kicked = async {
-            conn.kick.kicked().await;
-            Wait::Kicked
-        };
-        let timeout = async {
-            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-            Wait::Stalled
-        };
-        let waited = write.or(kicked).or(timeout).await;
-        conn.write_blocked.set(false);
-        match waited {
-            Wait::Written(Ok(n)) => {
-                core.stats.bytes_out.add(n as u64);
-                conn.out.borrow_mut().consume(n);
-                deadline = Instant::now() + stall;
-            }
-            Wait::Written(Err(e)) => return Err(End::Io(e)),
-            Wait::Kicked => {
-                if let Some(reason) = conn.close.borrow_mut().take() {
-                    return Err(End::Closed(reason));
-                }
-                // More was queued, or a drain began: keep writing; the
-                // caller looks at the drain once the queue is out.
-            }
-            Wait::Stalled => return Err(End::WriteStalled),
-        }
-    }
-}
-
-enum Wait {
-    Written(io::Result<usize>),
-    Kicked,
-    Stalled,
 }
 
 /// A buffer holding `buf`'s bytes (or a fresh one) with room for at least

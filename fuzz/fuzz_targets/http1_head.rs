@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         let (head, consumed) = match parse_request_head(rest, &limits) {
             Ok(Decoded::Frame { frame, consumed }) => (frame, consumed),
             Ok(Decoded::Incomplete) => {
-                assert!(rest.len() <= limits.max_head_bytes, "incomplete past the limit");
+                assert!(
+                    rest.len() <= limits.max_head_bytes,
+                    "incomplete past the limit"
+                );
                 break;
             }
             Err(error) => {
@@ -33,11 +36,19 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
         };
-        assert!(consumed > 0 && consumed <= rest.len(), "consumed past the input");
+        assert!(
+            consumed > 0 && consumed <= rest.len(),
+            "consumed past the input"
+        );
         assert!(consumed <= limits.max_head_bytes, "head over the limit");
         assert!(head.headers().count() <= limits.max_headers.min(64));
         assert!(head.version <= 1);
-        let _ = (head.path_only(), head.query(), head.keep_alive(), head.is_chunked());
+        let _ = (
+            head.path_only(),
+            head.query(),
+            head.keep_alive(),
+            head.is_chunked(),
+        );
         let body = head.body(1 << 16);
         if let Ok(Some(length)) = head.content_length() {
             assert!(!matches!(body, Ok(Body::Length(other)) if other != length));

@@ -17,8 +17,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&setup, stream)) = data.split_first() else {
         return;
     };
-    let role = if setup & 1 == 0 { Role::Server } else { Role::Client };
-    let max_payload = [0u64, 1, 125, 126, 65535, 65536, 1 << 20, u64::MAX][usize::from(setup >> 1 & 7)];
+    let role = if setup & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
+    let max_payload =
+        [0u64, 1, 125, 126, 65535, 65536, 1 << 20, u64::MAX][usize::from(setup >> 1 & 7)];
     let max_message = [0usize, 16, 1024, 1 << 16][usize::from(setup >> 4 & 3)];
 
     let mut inbox = stream.to_vec();
@@ -34,21 +39,42 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
         };
-        assert!(consumed >= 2 && consumed <= rest.len(), "consumed past the input");
+        assert!(
+            consumed >= 2 && consumed <= rest.len(),
+            "consumed past the input"
+        );
         assert!(frame.payload.start <= frame.payload.end);
-        assert_eq!(frame.payload.end, consumed, "payload does not end the frame");
-        assert!(frame.payload.len() as u64 <= max_payload, "payload over the limit");
+        assert_eq!(
+            frame.payload.end, consumed,
+            "payload does not end the frame"
+        );
+        assert!(
+            frame.payload.len() as u64 <= max_payload,
+            "payload over the limit"
+        );
         assert_eq!(frame.mask.is_some(), role == Role::Server);
 
         // The same head, encoded again (minimal length), decodes the same.
         let mut again = Vec::new();
-        encode_frame_head(&mut again, frame.fin, frame.opcode, frame.payload.len() as u64, frame.mask);
+        encode_frame_head(
+            &mut again,
+            frame.fin,
+            frame.opcode,
+            frame.payload.len() as u64,
+            frame.mask,
+        );
         let head_len = again.len();
         again.extend_from_slice(&rest[frame.payload.clone()]);
         match decode_frame(&again, role, max_payload) {
-            Ok(Decoded::Frame { frame: back, consumed }) => {
+            Ok(Decoded::Frame {
+                frame: back,
+                consumed,
+            }) => {
                 assert_eq!(consumed, again.len());
-                assert_eq!((back.fin, back.opcode, back.mask), (frame.fin, frame.opcode, frame.mask));
+                assert_eq!(
+                    (back.fin, back.opcode, back.mask),
+                    (frame.fin, frame.opcode, frame.mask)
+                );
                 assert_eq!(back.payload, head_len..again.len());
             }
             other => panic!("re-encoded frame does not decode: {other:?}"),

@@ -711,10 +711,83 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_and_http_listeners_take_no_framing_or_identity() {
+        let base = "[[listener]]\nname = \"m\"\nprotocol = \"mqtt\"\nbind = \"127.0.0.1:1883\"\n";
+        DataPlaneConfig::from_toml(base)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let framed = format!("{base}framing = {{ kind = \"length_field\", width = 2 }}\n");
+        let e = DataPlaneConfig::from_toml(&framed)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("`framing` is for tcp and udp"),
+            "{e}"
+        );
+        let identity = format!("{base}identity = {{ kind = \"peer_address\" }}\n");
+        let e = DataPlaneConfig::from_toml(&identity)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("`identity` is for tcp and udp"),
+            "{e}"
+        );
+        let secret = format!("{base}auth = \"device_secret\"\n");
+        DataPlaneConfig::from_toml(&secret)
+            .unwrap()
+            .validate()
+            .unwrap();
+        // An mqtt listener and a tcp one cannot share an address.
+        let clash = format!(
+            "{base}[[listener]]\nname = \"t\"\nprotocol = \"tcp\"\nbind = \"127.0.0.1:1883\"\n\
+             framing = {{ kind = \"length_field\", width = 2 }}\n"
+        );
+        let e = DataPlaneConfig::from_toml(&clash)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("already bound"), "{e}");
+    }
+
+    #[test]
+    fn products_and_mqtt_settings_are_checked() {
+        let bad = "[[product]]\nname = \"p\"\npublish = [\"a/#/b\"]\n";
+        let e = DataPlaneConfig::from_toml(bad)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("product[0] \"p\": publish[0]"),
+            "{e}"
+        );
+        let ok = "[[product]]\nname = \"p\"\npublish = [\"t/{device}/#\"]\n";
+        DataPlaneConfig::from_toml(ok).unwrap().validate().unwrap();
+        let zero = "[runtime.mqtt]\nmax_inflight = 0\n";
+        let e = DataPlaneConfig::from_toml(zero)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("runtime.mqtt"), "{e}");
+    }
+
+    #[test]
     fn embedded_default_is_valid_and_loopback_only() {
         let c = default_config();
         c.validate().unwrap();
-        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners.len(), 4);
+        let mqtt = &c.listeners[2];
+        assert_eq!(
+            (mqtt.protocol, mqtt.bind.as_str(), mqtt.auth),
+            (ListenerProtocol::Mqtt, "127.0.0.1:1883", ListenerAuth::None)
+        );
+        let http = &c.listeners[3];
+        assert_eq!(
+            (http.protocol, http.bind.as_str()),
+            (ListenerProtocol::Http, "127.0.0.1:8080")
+        );
         for l in &c.listeners {
             assert!(parse_socket_addr(&l.bind).unwrap().ip().is_loopback());
         }

@@ -252,7 +252,7 @@ fn random_packet<'a>(rng: &mut Rng, pool: &'a Pool, version: Version) -> Packet<
             code: code(rng, if v5 { CONNACK_V5 } else { CONNACK_V311 }),
             properties: props(rng, CONNACK_PROPS, false),
         }),
-        2 | 3 | 4 => {
+        2..=4 => {
             // PUBLISH, the common case, three times as likely.
             let qos = qos(rng);
             Packet::Publish(Publish {

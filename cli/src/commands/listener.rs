@@ -14,7 +14,7 @@ use crate::error::CliResult;
 
 /// The listener `listener add` describes, with the transport's defaults
 /// filled in (tcp: `length:2` and login-frame; udp: no framing and
-/// peer-address).
+/// peer-address; mqtt and http: neither applies).
 pub(crate) fn listener_of(args: &ListenerAddArgs) -> Listener {
     let (protocol, default_framing, default_identity) = match args.protocol {
         ProtocolArg::Tcp => (
@@ -29,6 +29,8 @@ pub(crate) fn listener_of(args: &ListenerAddArgs) -> Listener {
             Identity::LoginFrame,
         ),
         ProtocolArg::Udp => (ListenerProtocol::Udp, None, Identity::PeerAddress),
+        ProtocolArg::Mqtt => (ListenerProtocol::Mqtt, None, Identity::LoginFrame),
+        ProtocolArg::Http => (ListenerProtocol::Http, None, Identity::LoginFrame),
     };
     Listener {
         name: args.name.clone(),

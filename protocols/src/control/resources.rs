@@ -488,6 +488,17 @@ impl From<&Route> for config::RouteConfig {
     }
 }
 
+impl From<&config::ProductConfig> for Product {
+    fn from(p: &config::ProductConfig) -> Self {
+        Self {
+            name: p.name.clone(),
+            description: String::new(),
+            publish: p.publish.clone(),
+            subscribe: p.subscribe.clone(),
+        }
+    }
+}
+
 impl From<&Product> for config::ProductConfig {
     fn from(p: &Product) -> Self {
         Self {
