@@ -124,10 +124,16 @@ fn shoalctl_checks_a_config_to_json() {
         .iter()
         .map(|l| l["name"].as_str().expect("a listener name"))
         .collect();
-    assert_eq!(names, ["tcp-default", "udp-default"], "{doc}");
+    assert_eq!(
+        names,
+        ["tcp-default", "udp-default", "mqtt-default", "http-default"],
+        "{doc}"
+    );
     assert_eq!(listeners[0]["protocol"], "tcp", "{doc}");
     assert_eq!(listeners[0]["max_frame_bytes"], 4096, "{doc}");
     assert_eq!(listeners[1]["protocol"], "udp", "{doc}");
+    assert_eq!(listeners[2]["protocol"], "mqtt", "{doc}");
+    assert_eq!(listeners[3]["protocol"], "http", "{doc}");
     assert_eq!(doc["routes"], Value::Array(Vec::new()), "{doc}");
 }
 
@@ -264,7 +270,7 @@ fn controlplane_accepts_the_default_config() {
     let out = run_on_file(CONTROLPLANE, &["check"], &default);
     out.assert_exit_code(0);
     assert!(
-        out.stdout.contains(": ok (2 listeners, 0 routes)"),
+        out.stdout.contains(": ok (4 listeners, 0 routes)"),
         "{out:?}"
     );
 }
