@@ -141,16 +141,16 @@ impl MqttConn {
             properties: Properties::default(),
         };
         let packet = match kind {
-            AckKind::PubAck => Packet::PubAck(ack),
-            AckKind::PubRec => Packet::PubRec(ack),
-            AckKind::PubRel => Packet::PubRel(ack),
-            AckKind::PubComp => Packet::PubComp(ack),
+            AckKind::Ack => Packet::PubAck(ack),
+            AckKind::Rec => Packet::PubRec(ack),
+            AckKind::Rel => Packet::PubRel(ack),
+            AckKind::Comp => Packet::PubComp(ack),
         };
         self.send_packet(&packet)
     }
 
     pub(crate) fn send_pubrel(&self, packet_id: u16) {
-        self.send_ack(AckKind::PubRel, packet_id, ReasonCode::Success);
+        self.send_ack(AckKind::Rel, packet_id, ReasonCode::Success);
     }
 
     /// Sends DISCONNECT with `code` (5.0 only; 3.1.1 servers just close).
@@ -228,10 +228,14 @@ impl MqttConn {
 /// The acknowledgement packets of the QoS flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AckKind {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
+    /// PUBACK
+    Ack,
+    /// PUBREC
+    Rec,
+    /// PUBREL
+    Rel,
+    /// PUBCOMP
+    Comp,
 }
 
 /// The reason code a server-side close sends (5.0).

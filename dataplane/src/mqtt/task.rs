@@ -638,7 +638,7 @@ fn decode_all(
             Ok(Decoded::Incomplete) => break,
             Err(e) => {
                 if client.session.is_none() {
-                    refuse_connect_error(conn, &e);
+                    refuse_connect_error(conn, rest, &e);
                 }
                 return Err(e.into());
             }
@@ -659,13 +659,22 @@ fn decode_all(
     Ok((pos, Step::Continue))
 }
 
-/// A CONNECT the codec refused: a 5.0 or 3.1.1 client still gets a CONNACK
-/// saying why (an unsupported protocol level gets the 3.1.1 form).
-fn refuse_connect_error(conn: &MqttConn, e: &MqttError) {
+/// A CONNECT the codec refused: the client still gets a CONNACK saying
+/// why, in its own version when its protocol level is readable (the 3.1.1
+/// form otherwise).
+fn refuse_connect_error(conn: &MqttConn, bytes: &[u8], e: &MqttError) {
     let code = e.reason_code();
-    if matches!(e, MqttError::UnsupportedProtocol { .. }) {
-        conn.version.set(Version::V311);
-    }
+    // CONNECT: fixed header, then "MQTT" (2-byte length + 4 bytes), then
+    // the protocol level.
+    let level = match read_fixed_header(bytes, u32::MAX) {
+        Ok(Decoded::Frame { frame, .. }) => bytes.get(frame.header_len + 6).copied(),
+        _ => None,
+    };
+    let version = match level {
+        Some(5) if !matches!(e, MqttError::UnsupportedProtocol { .. }) => Version::V5,
+        _ => Version::V311,
+    };
+    conn.version.set(version);
     conn.send_packet(&Packet::ConnAck(ConnAck {
         session_present: false,
         code,
@@ -962,7 +971,7 @@ fn handle(
                 if st.incoming_qos2.contains(&packet_id) {
                     // A resend of one we have: acknowledge again only.
                     drop(st);
-                    conn.send_ack(AckKind::PubRec, packet_id, ReasonCode::Success);
+                    conn.send_ack(AckKind::Rec, packet_id, ReasonCode::Success);
                     return Ok(());
                 }
                 let max = usize::from(core.settings.borrow().mqtt.max_inflight);
@@ -1015,13 +1024,13 @@ fn handle(
             match p.qos {
                 QoS::AtMostOnce => {}
                 QoS::AtLeastOnce => {
-                    conn.send_ack(AckKind::PubAck, packet_id, code);
+                    conn.send_ack(AckKind::Ack, packet_id, code);
                 }
                 QoS::ExactlyOnce => {
                     if code.is_error() {
                         session.state.borrow_mut().incoming_qos2.remove(&packet_id);
                     }
-                    conn.send_ack(AckKind::PubRec, packet_id, code);
+                    conn.send_ack(AckKind::Rec, packet_id, code);
                 }
             }
         }
@@ -1035,7 +1044,7 @@ fn handle(
                 conn.send_pubrel(a.packet_id);
             } else {
                 conn.send_ack(
-                    AckKind::PubRel,
+                    AckKind::Rel,
                     a.packet_id,
                     ReasonCode::PacketIdentifierNotFound,
                 );
@@ -1052,7 +1061,7 @@ fn handle(
             } else {
                 ReasonCode::PacketIdentifierNotFound
             };
-            conn.send_ack(AckKind::PubComp, a.packet_id, code);
+            conn.send_ack(AckKind::Comp, a.packet_id, code);
         }
         Packet::Subscribe(s) => subscribe(core, rt, conn, client, &session, &s),
         Packet::Unsubscribe(u) => {

@@ -41,50 +41,52 @@ pub fn decode(
     let Some(body) = buf.get(header.header_len..consumed) else {
         return Ok(Decoded::Incomplete);
     };
-    let mut r = Reader::new(body);
-    let packet = match header.packet_type {
-        PacketType::Connect => Packet::Connect(connect(&mut r)?),
-        PacketType::ConnAck => Packet::ConnAck(connack(&mut r, version)?),
-        PacketType::Publish => Packet::Publish(publish(&mut r, header.flags, version)?),
-        PacketType::PubAck => Packet::PubAck(ack(&mut r, PacketType::PubAck, version)?),
-        PacketType::PubRec => Packet::PubRec(ack(&mut r, PacketType::PubRec, version)?),
-        PacketType::PubRel => Packet::PubRel(ack(&mut r, PacketType::PubRel, version)?),
-        PacketType::PubComp => Packet::PubComp(ack(&mut r, PacketType::PubComp, version)?),
-        PacketType::Subscribe => Packet::Subscribe(subscribe(&mut r, version)?),
-        PacketType::SubAck => Packet::SubAck(suback(&mut r, version)?),
-        PacketType::Unsubscribe => Packet::Unsubscribe(unsubscribe(&mut r, version)?),
-        PacketType::UnsubAck => Packet::UnsubAck(unsuback(&mut r, version)?),
-        PacketType::PingReq => Packet::PingReq,
-        PacketType::PingResp => Packet::PingResp,
-        PacketType::Disconnect => {
-            let (code, properties) = code_and_properties(&mut r, PacketType::Disconnect, version)?;
-            Packet::Disconnect(Disconnect { code, properties })
+    // Each arm builds the whole result in place: `Packet` is large, and
+    // moving it through intermediate values dominated the decode time.
+    let r = Reader::new(body);
+    match header.packet_type {
+        PacketType::Connect => connect(r, consumed),
+        PacketType::ConnAck => connack(r, version, consumed),
+        PacketType::Publish => publish(r, header.flags, version, consumed),
+        PacketType::PubAck | PacketType::PubRec | PacketType::PubRel | PacketType::PubComp => {
+            ack(r, header.packet_type, version, consumed)
         }
-        PacketType::Auth => {
-            let (code, properties) = code_and_properties(&mut r, PacketType::Auth, version)?;
-            Packet::Auth(Auth { code, properties })
+        PacketType::Subscribe => subscribe(r, version, consumed),
+        PacketType::SubAck => suback(r, version, consumed),
+        PacketType::Unsubscribe => unsubscribe(r, version, consumed),
+        PacketType::UnsubAck => unsuback(r, version, consumed),
+        PacketType::PingReq | PacketType::PingResp => {
+            r.finish()?;
+            let frame = if header.packet_type == PacketType::PingReq {
+                Packet::PingReq
+            } else {
+                Packet::PingResp
+            };
+            Ok(Decoded::Frame { frame, consumed })
         }
-    };
-    r.finish()?;
-    Ok(Decoded::Frame {
-        frame: packet,
-        consumed,
-    })
-}
-
-/// Properties in 5.0, none in 3.1.1.
-fn properties_of<'a>(
-    r: &mut Reader<'a>,
-    version: Version,
-    place: Place,
-) -> Result<Properties<'a>, MqttError> {
-    match version {
-        Version::V311 => Ok(Properties::default()),
-        Version::V5 => decode_properties(r, place),
+        PacketType::Disconnect | PacketType::Auth => {
+            disconnect_or_auth(r, header.packet_type, version, consumed)
+        }
     }
 }
 
-fn connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, MqttError> {
+/// What every per-type decoder returns: the whole result of [`decode`].
+type Decodes<'a> = Result<Decoded<Packet<'a>>, MqttError>;
+
+/// Fills `props` with the properties in 5.0; none in 3.1.1.
+fn properties_into<'a>(
+    r: &mut Reader<'a>,
+    version: Version,
+    place: Place,
+    props: &mut Properties<'a>,
+) -> Result<(), MqttError> {
+    match version {
+        Version::V311 => Ok(()),
+        Version::V5 => decode_properties(r, place, props),
+    }
+}
+
+fn connect(mut r: Reader<'_>, consumed: usize) -> Decodes<'_> {
     // The protocol name and level come first and are judged first, so a
     // client of another version gets UnsupportedProtocol whatever follows.
     let name = r.binary()?;
@@ -119,10 +121,17 @@ fn connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, MqttError> {
         ));
     }
     let keep_alive_secs = r.u16()?;
-    let properties = properties_of(r, version, Place::packet(PacketType::Connect))?;
+    let mut properties = Properties::default();
+    properties_into(
+        &mut r,
+        version,
+        Place::packet(PacketType::Connect),
+        &mut properties,
+    )?;
     let client_id = r.string()?;
     let will = if will_flag {
-        let properties = properties_of(r, version, Place::WILL)?;
+        let mut properties = Properties::default();
+        properties_into(&mut r, version, Place::WILL, &mut properties)?;
         Some(Will {
             topic: r.string()?,
             payload: r.binary()?,
@@ -143,19 +152,23 @@ fn connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, MqttError> {
     } else {
         None
     };
-    Ok(Connect {
-        version,
-        clean_start,
-        keep_alive_secs,
-        client_id,
-        will,
-        username,
-        password,
-        properties,
+    r.finish()?;
+    Ok(Decoded::Frame {
+        frame: Packet::Connect(Connect {
+            version,
+            clean_start,
+            keep_alive_secs,
+            client_id,
+            will,
+            username,
+            password,
+            properties,
+        }),
+        consumed,
     })
 }
 
-fn connack<'a>(r: &mut Reader<'a>, version: Version) -> Result<ConnAck<'a>, MqttError> {
+fn connack(mut r: Reader<'_>, version: Version, consumed: usize) -> Decodes<'_> {
     let ack_flags = r.u8()?;
     if ack_flags & 0b1111_1110 != 0 {
         return Err(MqttError::Malformed(
@@ -166,14 +179,25 @@ fn connack<'a>(r: &mut Reader<'a>, version: Version) -> Result<ConnAck<'a>, Mqtt
         Version::V311 => connack_code_from_v311(r.u8()?)?,
         Version::V5 => checked_reason_code(PacketType::ConnAck, r.u8()?)?,
     };
-    Ok(ConnAck {
-        session_present: ack_flags & 1 != 0,
-        code,
-        properties: properties_of(r, version, Place::packet(PacketType::ConnAck))?,
+    let mut properties = Properties::default();
+    properties_into(
+        &mut r,
+        version,
+        Place::packet(PacketType::ConnAck),
+        &mut properties,
+    )?;
+    r.finish()?;
+    Ok(Decoded::Frame {
+        frame: Packet::ConnAck(ConnAck {
+            session_present: ack_flags & 1 != 0,
+            code,
+            properties,
+        }),
+        consumed,
     })
 }
 
-fn publish<'a>(r: &mut Reader<'a>, flags: u8, version: Version) -> Result<Publish<'a>, MqttError> {
+fn publish(mut r: Reader<'_>, flags: u8, version: Version, consumed: usize) -> Decodes<'_> {
     // The flags were checked with the fixed header.
     let qos = QoS::from_bits((flags >> 1) & 0b11).ok_or(MqttError::InvalidQoS)?;
     let topic = r.string()?;
@@ -181,53 +205,88 @@ fn publish<'a>(r: &mut Reader<'a>, flags: u8, version: Version) -> Result<Publis
         QoS::AtMostOnce => None,
         QoS::AtLeastOnce | QoS::ExactlyOnce => Some(r.packet_id()?),
     };
-    let properties = properties_of(r, version, Place::packet(PacketType::Publish))?;
-    Ok(Publish {
-        dup: flags & 0b1000 != 0,
-        qos,
-        retain: flags & 0b0001 != 0,
-        topic,
-        packet_id,
-        properties,
-        payload: r.rest(),
+    let mut properties = Properties::default();
+    let place = Place::packet(PacketType::Publish);
+    properties_into(&mut r, version, place, &mut properties)?;
+    Ok(Decoded::Frame {
+        frame: Packet::Publish(Publish {
+            dup: flags & 0b1000 != 0,
+            qos,
+            retain: flags & 0b0001 != 0,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        }),
+        consumed,
     })
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP: in 5.0 a Remaining Length of 2 means
 /// Success without properties, 3 a reason code without properties.
-fn ack<'a>(
-    r: &mut Reader<'a>,
+fn ack(
+    mut r: Reader<'_>,
     packet_type: PacketType,
     version: Version,
-) -> Result<Ack<'a>, MqttError> {
+    consumed: usize,
+) -> Decodes<'_> {
     let packet_id = r.packet_id()?;
-    let (code, properties) = match version {
-        Version::V311 => (ReasonCode::Success, Properties::default()),
-        Version::V5 => code_and_properties(r, packet_type, version)?,
-    };
-    Ok(Ack {
+    let mut properties = Properties::default();
+    let code = code_and_properties(&mut r, packet_type, version, &mut properties)?;
+    r.finish()?;
+    let ack = Ack {
         packet_id,
         code,
         properties,
-    })
+    };
+    let frame = match packet_type {
+        PacketType::PubAck => Packet::PubAck(ack),
+        PacketType::PubRec => Packet::PubRec(ack),
+        PacketType::PubRel => Packet::PubRel(ack),
+        _ => Packet::PubComp(ack),
+    };
+    Ok(Decoded::Frame { frame, consumed })
+}
+
+fn disconnect_or_auth(
+    mut r: Reader<'_>,
+    packet_type: PacketType,
+    version: Version,
+    consumed: usize,
+) -> Decodes<'_> {
+    let mut properties = Properties::default();
+    let code = code_and_properties(&mut r, packet_type, version, &mut properties)?;
+    r.finish()?;
+    let frame = if packet_type == PacketType::Auth {
+        Packet::Auth(Auth { code, properties })
+    } else {
+        Packet::Disconnect(Disconnect { code, properties })
+    };
+    Ok(Decoded::Frame { frame, consumed })
 }
 
 /// An optional reason code and optional properties (5.0 acks, DISCONNECT,
-/// AUTH): nothing left means Success, one byte a code without properties.
-/// DISCONNECT in 3.1.1 has neither.
+/// AUTH): nothing left means Success, one byte a code without properties
+/// (not for AUTH, which may leave out the code and the Property Length only
+/// together, §3.15.2). 3.1.1 has neither.
 fn code_and_properties<'a>(
     r: &mut Reader<'a>,
     packet_type: PacketType,
     version: Version,
-) -> Result<(ReasonCode, Properties<'a>), MqttError> {
+    properties: &mut Properties<'a>,
+) -> Result<ReasonCode, MqttError> {
     if version == Version::V311 || r.is_empty() {
-        return Ok((ReasonCode::Success, Properties::default()));
+        return Ok(ReasonCode::Success);
     }
     let code = checked_reason_code(packet_type, r.u8()?)?;
-    if r.is_empty() {
-        return Ok((code, Properties::default()));
+    if !r.is_empty() {
+        decode_properties(r, Place::packet(packet_type), properties)?;
+    } else if packet_type == PacketType::Auth {
+        return Err(MqttError::Malformed(
+            "AUTH reason code without a property length",
+        ));
     }
-    Ok((code, decode_properties(r, Place::packet(packet_type))?))
+    Ok(code)
 }
 
 /// A topic filter of a SUBSCRIBE or UNSUBSCRIBE: a non-empty string.
@@ -238,22 +297,31 @@ fn filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, MqttError> {
     }
 }
 
-fn subscribe<'a>(r: &mut Reader<'a>, version: Version) -> Result<Subscribe<'a>, MqttError> {
+fn subscribe(mut r: Reader<'_>, version: Version, consumed: usize) -> Decodes<'_> {
     let packet_id = r.packet_id()?;
-    let properties = properties_of(r, version, Place::packet(PacketType::Subscribe))?;
+    let mut properties = Properties::default();
+    properties_into(
+        &mut r,
+        version,
+        Place::packet(PacketType::Subscribe),
+        &mut properties,
+    )?;
     let mut filters = Vec::new();
     while !r.is_empty() {
-        let filter = filter(r)?;
+        let filter = filter(&mut r)?;
         let options = subscription_options(r.u8()?, version)?;
         filters.push((filter, options));
     }
     if filters.is_empty() {
         return Err(MqttError::NoTopicFilters);
     }
-    Ok(Subscribe {
-        packet_id,
-        filters,
-        properties,
+    Ok(Decoded::Frame {
+        frame: Packet::Subscribe(Subscribe {
+            packet_id,
+            filters,
+            properties,
+        }),
+        consumed,
     })
 }
 
@@ -283,9 +351,15 @@ fn subscription_options(options: u8, version: Version) -> Result<SubscriptionOpt
     })
 }
 
-fn suback<'a>(r: &mut Reader<'a>, version: Version) -> Result<SubAck<'a>, MqttError> {
+fn suback(mut r: Reader<'_>, version: Version, consumed: usize) -> Decodes<'_> {
     let packet_id = r.packet_id()?;
-    let properties = properties_of(r, version, Place::packet(PacketType::SubAck))?;
+    let mut properties = Properties::default();
+    properties_into(
+        &mut r,
+        version,
+        Place::packet(PacketType::SubAck),
+        &mut properties,
+    )?;
     let rest = r.rest();
     if rest.is_empty() {
         return Err(MqttError::NoReasonCodes);
@@ -297,51 +371,64 @@ fn suback<'a>(r: &mut Reader<'a>, version: Version) -> Result<SubAck<'a>, MqttEr
             Version::V5 => checked_reason_code(PacketType::SubAck, code),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(SubAck {
-        packet_id,
-        codes,
-        properties,
+    Ok(Decoded::Frame {
+        frame: Packet::SubAck(SubAck {
+            packet_id,
+            codes,
+            properties,
+        }),
+        consumed,
     })
 }
 
-fn unsubscribe<'a>(r: &mut Reader<'a>, version: Version) -> Result<Unsubscribe<'a>, MqttError> {
+fn unsubscribe(mut r: Reader<'_>, version: Version, consumed: usize) -> Decodes<'_> {
     let packet_id = r.packet_id()?;
-    let properties = properties_of(r, version, Place::packet(PacketType::Unsubscribe))?;
+    let mut properties = Properties::default();
+    properties_into(
+        &mut r,
+        version,
+        Place::packet(PacketType::Unsubscribe),
+        &mut properties,
+    )?;
     let mut filters = Vec::new();
     while !r.is_empty() {
-        filters.push(filter(r)?);
+        filters.push(filter(&mut r)?);
     }
     if filters.is_empty() {
         return Err(MqttError::NoTopicFilters);
     }
-    Ok(Unsubscribe {
-        packet_id,
-        filters,
-        properties,
+    Ok(Decoded::Frame {
+        frame: Packet::Unsubscribe(Unsubscribe {
+            packet_id,
+            filters,
+            properties,
+        }),
+        consumed,
     })
 }
 
-fn unsuback<'a>(r: &mut Reader<'a>, version: Version) -> Result<UnsubAck<'a>, MqttError> {
+fn unsuback(mut r: Reader<'_>, version: Version, consumed: usize) -> Decodes<'_> {
     let packet_id = r.packet_id()?;
-    if version == Version::V311 {
-        return Ok(UnsubAck {
+    let mut properties = Properties::default();
+    let mut codes = Vec::new();
+    if version == Version::V5 {
+        decode_properties(&mut r, Place::packet(PacketType::UnsubAck), &mut properties)?;
+        let rest = r.rest();
+        if rest.is_empty() {
+            return Err(MqttError::NoReasonCodes);
+        }
+        codes = rest
+            .iter()
+            .map(|&code| checked_reason_code(PacketType::UnsubAck, code))
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    r.finish()?;
+    Ok(Decoded::Frame {
+        frame: Packet::UnsubAck(UnsubAck {
             packet_id,
-            codes: Vec::new(),
-            properties: Properties::default(),
-        });
-    }
-    let properties = decode_properties(r, Place::packet(PacketType::UnsubAck))?;
-    let rest = r.rest();
-    if rest.is_empty() {
-        return Err(MqttError::NoReasonCodes);
-    }
-    let codes = rest
-        .iter()
-        .map(|&code| checked_reason_code(PacketType::UnsubAck, code))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(UnsubAck {
-        packet_id,
-        codes,
-        properties,
+            codes,
+            properties,
+        }),
+        consumed,
     })
 }

@@ -3,7 +3,7 @@
 //!
 //! 3.1.1 has no properties; nothing here runs for it.
 
-use super::codec::{varint_len, write_varint, Reader, CUT_SHORT, MAX_REMAINING_LENGTH};
+use super::codec::{has_nul, varint_len, write_varint, Reader, CUT_SHORT, MAX_REMAINING_LENGTH};
 use super::error::MqttError;
 use super::packet::{PacketType, Properties};
 
@@ -145,16 +145,17 @@ fn nonzero<T: Default + PartialEq>(id: u8, value: T) -> Result<T, MqttError> {
     }
 }
 
-/// Reads a Property Length and the properties it spans, checking each is
-/// allowed at `place`, not repeated (unless it may be) and of a valid value.
+/// Reads a Property Length and the properties it spans into `props` (which
+/// starts out empty; filled in place, as the struct is large), checking each
+/// is allowed at `place`, not repeated (unless it may be) and of a valid value.
 pub(super) fn decode_properties<'a>(
     reader: &mut Reader<'a>,
     place: Place,
-) -> Result<Properties<'a>, MqttError> {
+    props: &mut Properties<'a>,
+) -> Result<(), MqttError> {
     let len = reader.varint()?;
-    let mut props = Properties::default();
     if len == 0 {
-        return Ok(props);
+        return Ok(());
     }
     let block = usize::try_from(len)
         .map_err(|_| CUT_SHORT)
@@ -174,7 +175,7 @@ pub(super) fn decode_properties<'a>(
             return Err(MqttError::DuplicateProperty(id));
         }
         seen |= bit;
-        let p = &mut props;
+        let p = &mut *props;
         match id {
             0x01 => p.payload_format_indicator = Some(boolean(id, r.u8()?)?),
             0x02 => p.message_expiry_interval = Some(r.u32()?),
@@ -210,7 +211,7 @@ pub(super) fn decode_properties<'a>(
             _ => return Err(MqttError::UnknownProperty(id)),
         }
     }
-    Ok(props)
+    Ok(())
 }
 
 /// One property value as the encoder sees it.
@@ -275,7 +276,7 @@ fn each<'a>(
 
 /// Bytes of a UTF-8 string field, checked as the decoder would check it.
 pub(super) fn string_len(field: &'static str, s: &str) -> Result<usize, MqttError> {
-    if s.as_bytes().contains(&0) {
+    if has_nul(s.as_bytes()) {
         return Err(MqttError::InvalidString);
     }
     binary_len(field, s.as_bytes())
@@ -295,6 +296,9 @@ pub(super) fn binary_len(field: &'static str, b: &[u8]) -> Result<usize, MqttErr
 /// Checks `p` as the decoder would at `place` and returns the bytes of its
 /// properties, without the Property Length.
 pub(super) fn properties_len(p: &Properties<'_>, place: Place) -> Result<usize, MqttError> {
+    if p.is_empty() {
+        return Ok(0);
+    }
     let allowed = place.allowed();
     let mut len = 0usize;
     let mut sub_ids = 0usize;
@@ -365,6 +369,9 @@ pub(super) fn write_binary(out: &mut Vec<u8>, b: &[u8]) {
 /// properties.
 pub(super) fn write_properties(out: &mut Vec<u8>, p: &Properties<'_>, props_len: usize) {
     write_varint(out, props_len);
+    if props_len == 0 {
+        return;
+    }
     // Infallible: the closure never errors.
     let _ = each(p, |id, value| {
         out.push(id);
