@@ -74,7 +74,11 @@ fn round_trip(packet: &Packet<'_>, version: Version, consumed: usize) {
     }
     match decode(&encoded, version, u32::MAX) {
         Ok(Decoded::Frame { frame, consumed }) => {
-            assert_eq!(consumed, encoded.len(), "re-encoded packet not decoded whole");
+            assert_eq!(
+                consumed,
+                encoded.len(),
+                "re-encoded packet not decoded whole"
+            );
             assert_eq!(&frame, packet, "re-encoded packet decodes differently");
         }
         other => panic!("re-encoded packet does not decode: {other:?}"),
