@@ -9,6 +9,8 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_lite::future::FutureExt;
+
 use glommio::channels::channel_mesh::Senders;
 use shoal_protocols::config::{PoolSettings, RuntimeSettings};
 use shoal_protocols::control::SecretDigest;
@@ -134,6 +136,13 @@ pub(crate) struct Core {
     reads_untimed: Cell<u32>,
     /// The MQTT broker's state on this core.
     pub(crate) mqtt: Broker,
+    /// The last interest mark asked for, and the last one sent to peers.
+    interest_wanted: Cell<u64>,
+    interest_asked: Cell<u64>,
+    /// Per peer: the highest mark it answered.
+    interest_synced: RefCell<Vec<u64>>,
+    /// Opened when a peer answers a mark.
+    interest_gate: Gate,
 }
 
 impl std::fmt::Debug for Core {
@@ -187,6 +196,10 @@ impl Core {
             latency: RefCell::new(LatencyHistogram::default()),
             reads_untimed: Cell::new(0),
             mqtt,
+            interest_wanted: Cell::new(0),
+            interest_asked: Cell::new(0),
+            interest_synced: RefCell::new(vec![0; peers]),
+            interest_gate: Gate::closed(),
         }
     }
 
@@ -718,6 +731,12 @@ impl Core {
             MeshMsg::SessionHandover { claim, session } => {
                 self.mqtt.on_handover(claim, session);
             }
+            MeshMsg::InterestSync { epoch } => {
+                if let Some(senders) = &self.senders {
+                    self.send_to_peer(senders, peer, MeshMsg::InterestSynced { epoch });
+                }
+            }
+            MeshMsg::InterestSynced { epoch } => self.on_interest_synced(peer, epoch),
             MeshMsg::Interest { filter, present } => {
                 self.bus.apply_peer_interest(peer, filter, present);
             }
@@ -777,6 +796,7 @@ impl Core {
                     }
                 }
             }
+            let wanted = self.interest_wanted.get();
             for (filter, present) in self.bus.take_interest_changes() {
                 for peer in self.other_peers() {
                     let msg = MeshMsg::Interest {
@@ -788,6 +808,65 @@ impl Core {
                     }
                 }
             }
+            if wanted > self.interest_asked.get() {
+                // Behind the announcements on the same channel: a peer's
+                // answer means it applied them.
+                self.interest_asked.set(wanted);
+                for peer in self.other_peers() {
+                    let msg = MeshMsg::InterestSync { epoch: wanted };
+                    if senders.send_to(peer, msg).await.is_err() {
+                        self.on_interest_synced(peer, u64::MAX);
+                    }
+                }
+            }
         }
+    }
+
+    /// A mark that, once every other core has answered it, guarantees that
+    /// they know this core's subscriptions as they are now.
+    pub(crate) fn interest_mark(&self) -> u64 {
+        if self.peers <= 1 {
+            return 0;
+        }
+        let mark = self.interest_wanted.get() + 1;
+        self.interest_wanted.set(mark);
+        self.interest_kick.kick();
+        mark
+    }
+
+    /// Waits (at most `timeout`) until every other core answered `mark`;
+    /// false on timeout.
+    pub(crate) async fn interest_synced(&self, mark: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done = self
+                .interest_synced
+                .borrow()
+                .iter()
+                .enumerate()
+                .all(|(peer, synced)| peer == self.mesh_id || *synced >= mark);
+            if done {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.interest_gate.close();
+            let wait = async {
+                self.interest_gate.pass().await;
+            };
+            let timer = async {
+                glommio::timer::sleep(left).await;
+            };
+            wait.or(timer).await;
+        }
+    }
+
+    fn on_interest_synced(&self, peer: usize, epoch: u64) {
+        if let Some(s) = self.interest_synced.borrow_mut().get_mut(peer) {
+            *s = (*s).max(epoch);
+        }
+        self.interest_gate.open();
     }
 }

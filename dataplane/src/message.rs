@@ -109,6 +109,11 @@ pub(crate) enum MeshMsg {
     /// Deliver to one local member of shared subscription `group`
     /// (`{name}/{filter}`), picked by the sending core.
     SharedPublish { group: Box<str>, msg: CrossMessage },
+    /// Answer with [`MeshMsg::InterestSynced`]: the receiving core has
+    /// applied every interest announcement sent before it.
+    InterestSync { epoch: u64 },
+    /// The answer to [`MeshMsg::InterestSync`] `epoch`.
+    InterestSynced { epoch: u64 },
     /// Store (or, with an empty payload, clear) a retained message.
     Retain(CrossMessage),
     /// An MQTT client connected on the sending core: close this core's

@@ -21,6 +21,9 @@ pub struct Config {
     pools: Option<String>,
     listeners: Vec<Listener>,
     routes: Vec<Route>,
+    /// TOML written as it is after everything else (`[runtime.mqtt]`,
+    /// `[[product]]`).
+    raw: Vec<String>,
 }
 
 impl Config {
@@ -77,6 +80,13 @@ impl Config {
         self.routes.push(route);
         self
     }
+
+    /// Appends TOML as it is, after the routes: tables the builder has no
+    /// method for, e.g. `[runtime.mqtt]` or `[[product]]`.
+    pub fn raw_toml(mut self, toml: &str) -> Self {
+        self.raw.push(toml.trim().to_owned());
+        self
+    }
 }
 
 impl fmt::Display for Config {
@@ -96,6 +106,9 @@ impl fmt::Display for Config {
         }
         for route in &self.routes {
             writeln!(f, "{route}")?;
+        }
+        for toml in &self.raw {
+            writeln!(f, "{toml}\n")?;
         }
         Ok(())
     }
@@ -131,6 +144,16 @@ impl Listener {
     /// peer address one device.
     pub fn udp(name: &str, port: usize) -> Self {
         Self::new(name, "udp", port).identity(r#"{ kind = "peer_address" }"#)
+    }
+
+    /// MQTT 3.1.1 and 5.0 on `127.0.0.1:@port{port}@`.
+    pub fn mqtt(name: &str, port: usize) -> Self {
+        Self::new(name, "mqtt", port)
+    }
+
+    /// HTTP on `127.0.0.1:@port{port}@`: MQTT over WebSocket at `/mqtt`.
+    pub fn http(name: &str, port: usize) -> Self {
+        Self::new(name, "http", port)
     }
 
     /// Sets `key` to the TOML `value`, in place if it is set already.
@@ -170,6 +193,11 @@ impl Listener {
     /// `identity`, an inline TOML table.
     pub fn identity(self, table: &str) -> Self {
         self.set("identity", table.to_owned())
+    }
+
+    /// `auth`: `"none"` or `"device_secret"`.
+    pub fn auth(self, auth: &str) -> Self {
+        self.set("auth", quoted(auth))
     }
 }
 
@@ -322,5 +350,29 @@ identity = { kind = "login_frame" }
 max_frame_bytes = 64
 "#;
         assert_eq!(listener.to_string(), expected);
+    }
+
+    #[test]
+    fn mqtt_and_http_listeners_and_raw_tables_last() {
+        let config = Config::new()
+            .listener(Listener::mqtt("mqtt", 0).auth("device_secret"))
+            .listener(Listener::http("http", 1))
+            .raw_toml("[runtime.mqtt]\nmax_inflight = 8\n");
+        let expected = r#"[[listener]]
+name = "mqtt"
+protocol = "mqtt"
+bind = "127.0.0.1:@port0@"
+auth = "device_secret"
+
+[[listener]]
+name = "http"
+protocol = "http"
+bind = "127.0.0.1:@port1@"
+
+[runtime.mqtt]
+max_inflight = 8
+
+"#;
+        assert_eq!(config.to_string(), expected);
     }
 }

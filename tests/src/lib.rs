@@ -15,6 +15,8 @@
 //! - [`devices`]: TCP and UDP devices, device pairs, and a TCP upstream.
 //! - [`downlink`]: bursts of downlink for a device that is not reading.
 //! - [`planes`]: both planes as processes, and `shoalctl` runs against them.
+//! - [`mqtt`]: real MQTT clients: `mosquitto_pub`/`mosquitto_sub` and a
+//!   driven Python client (paho-mqtt, or raw packets over TCP or WebSocket).
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ pub mod config;
 pub mod devices;
 pub mod downlink;
 pub mod log;
+pub mod mqtt;
 pub mod planes;
 pub mod process;
 pub mod stats;
@@ -33,6 +36,11 @@ pub use devices::{
 };
 pub use downlink::{burst_config, DownlinkBurst, BURST_FRAMES};
 pub use log::{core_of, has_field, thread_of, Log, LogLine};
+pub use mqtt::{
+    by_sender, core_with_one, mosquitto_pub, mqtt_config, mqtt_settings, per_core, publish,
+    publish_lines, run_program, script_path, wait_per_core, Backend, ConnAck, Connect,
+    MosquittoSub, MqttClient, MqttVersion, Received, SubMessage, SubOptions, Transport, PYTHON,
+};
 pub use planes::{Daemon, Planes, CONTROLPLANE_READY, EMPTY_DATAPLANE_CONFIG};
 pub use process::{
     dataplane_bin, free_ports, run_bin, run_dataplane, thread_states, workspace_bin, Dataplane,

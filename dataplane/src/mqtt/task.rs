@@ -114,7 +114,22 @@ struct ConnectRequest {
 enum Step {
     Continue,
     Connect(Box<ConnectRequest>),
+    /// A SUBACK that goes out once the other cores know the new
+    /// subscriptions (a publish they take after it must reach them).
+    SubAck(Box<PendingSubAck>),
 }
+
+/// A SUBACK waiting for the other cores, and the retained messages that
+/// follow it.
+struct PendingSubAck {
+    mark: u64,
+    packet_id: u16,
+    codes: Vec<ReasonCode>,
+    retained: Vec<Outgoing>,
+}
+
+/// How long a SUBACK waits for the other cores at most.
+const INTEREST_SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one connection to its end and cleans up after it.
 pub(crate) async fn serve(
@@ -609,6 +624,27 @@ async fn packets(
         }
         match step {
             Step::Continue => return Ok(()),
+            Step::SubAck(pending) => {
+                let PendingSubAck {
+                    mark,
+                    packet_id,
+                    codes,
+                    retained,
+                } = *pending;
+                if !core.interest_synced(mark, INTEREST_SYNC_TIMEOUT).await {
+                    warn!(listener = %rt.name, "another core did not confirm a new subscription in time");
+                }
+                conn.send_packet(&Packet::SubAck(SubAck {
+                    packet_id,
+                    codes,
+                    properties: Properties::default(),
+                }));
+                if let Some(session) = &client.session {
+                    for out in retained {
+                        session.enqueue(out);
+                    }
+                }
+            }
             Step::Connect(request) => {
                 connect(core, rt, conn, id, client, *request).await?;
                 // Packets after CONNECT in the same read are handled now.
@@ -654,7 +690,9 @@ fn decode_all(
             };
             return Ok((pos, Step::Connect(Box::new(connect_request(&c)?))));
         }
-        handle(core, rt, conn, client, shared, start, packet, read_end)?;
+        if let Some(pending) = handle(core, rt, conn, client, shared, start, packet, read_end)? {
+            return Ok((pos, Step::SubAck(pending)));
+        }
     }
     Ok((pos, Step::Continue))
 }
@@ -928,9 +966,9 @@ fn handle(
     start: usize,
     packet: Packet<'_>,
     read_end: Option<Instant>,
-) -> Result<(), End> {
+) -> Result<Option<Box<PendingSubAck>>, End> {
     let Some(session) = client.session.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     let v5 = conn.version.get() == Version::V5;
     match packet {
@@ -972,7 +1010,7 @@ fn handle(
                     // A resend of one we have: acknowledge again only.
                     drop(st);
                     conn.send_ack(AckKind::Rec, packet_id, ReasonCode::Success);
-                    return Ok(());
+                    return Ok(None);
                 }
                 let max = usize::from(core.settings.borrow().mqtt.max_inflight);
                 if st.incoming_qos2.len() >= max {
@@ -1063,7 +1101,11 @@ fn handle(
             };
             conn.send_ack(AckKind::Comp, a.packet_id, code);
         }
-        Packet::Subscribe(s) => subscribe(core, rt, conn, client, &session, &s),
+        Packet::Subscribe(s) => {
+            return Ok(Some(Box::new(subscribe(
+                core, rt, conn, client, &session, &s,
+            ))));
+        }
         Packet::Unsubscribe(u) => {
             let mut codes = Vec::with_capacity(u.filters.len());
             for filter in &u.filters {
@@ -1117,7 +1159,7 @@ fn handle(
             ));
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn subscribe(
@@ -1127,7 +1169,7 @@ fn subscribe(
     client: &Client,
     session: &Rc<Session>,
     s: &shoal_protocols::mqtt::Subscribe<'_>,
-) {
+) -> PendingSubAck {
     let v5 = conn.version.get() == Version::V5;
     let sub_id = s.properties.subscription_identifiers.first().copied();
     let mut codes = Vec::with_capacity(s.filters.len());
@@ -1200,12 +1242,15 @@ fn subscribe(
             })
             .collect()
     };
-    conn.send_packet(&Packet::SubAck(SubAck {
+    let mark = if codes.iter().any(|c| !c.is_error()) {
+        core.interest_mark()
+    } else {
+        0
+    };
+    PendingSubAck {
+        mark,
         packet_id: s.packet_id,
         codes,
-        properties: Properties::default(),
-    }));
-    for out in retained {
-        session.enqueue(out);
+        retained,
     }
 }
