@@ -13,6 +13,7 @@
 //! ```
 
 mod clock;
+mod mqtt;
 mod multiproc;
 mod net;
 mod pacer;
@@ -40,12 +41,20 @@ enum Scenario {
     /// (latency, throughput, server CPU per frame) or idle connections
     /// (server memory per connection, connect rate).
     TcpFrames(tcp_frames::TcpFramesArgs),
+    /// Idle MQTT connections: connections/s (connect + CONNACK) and the
+    /// server's memory per connection.
+    MqttConn(mqtt::MqttConnArgs),
+    /// MQTT publishers and subscribers (fan-in or fan-out, QoS 0 or 1):
+    /// delivered messages/s, losses, latency, server CPU per message.
+    MqttPubsub(mqtt::MqttPubSubArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.scenario {
         Scenario::TcpFrames(args) => tcp_frames::run(args),
+        Scenario::MqttConn(args) => mqtt::run_conn(args),
+        Scenario::MqttPubsub(args) => mqtt::run_pubsub(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
