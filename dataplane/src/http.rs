@@ -16,7 +16,6 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use shoal_protocols::http1::{parse_request_head, write_response_head, Decoded, HeadLimits};
 use shoal_protocols::websocket::{check_upgrade, write_accept};
-use tracing::debug;
 
 use crate::core::Core;
 use crate::listener::ListenerSpec;
@@ -38,32 +37,7 @@ pub(crate) fn bind(spec: &Arc<ListenerSpec>) -> Result<(TcpListener, Rc<HttpList
 
 /// Accepts until the core stops or the listener is removed.
 pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<HttpListenerRt>, listener: TcpListener) {
-    loop {
-        let accept = async { Some(listener.accept().await) };
-        let stop = async {
-            core.stopping.wait().or(rt.removed.wait()).await;
-            None
-        };
-        let Some(result) = accept.or(stop).await else {
-            break;
-        };
-        let stream = match result {
-            Ok(s) => s,
-            Err(e) => {
-                rt.accept_failed(&e).await;
-                continue;
-            }
-        };
-        if !rt.admit(&core) {
-            drop(stream);
-            continue;
-        }
-        let peer = stream
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        glommio::spawn_local(serve(Rc::clone(&core), Rc::clone(&rt), stream, peer)).detach();
-    }
-    debug!(listener = %rt.name, "stopped accepting");
+    mqtt::accept_loop(core, rt, listener, serve).await;
 }
 
 /// Reads one request head and answers it.

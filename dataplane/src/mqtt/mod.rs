@@ -122,6 +122,24 @@ pub(crate) fn bind(spec: &Arc<ListenerSpec>) -> Result<(TcpListener, Rc<MqttList
 
 /// Accepts until the core stops or the listener is removed.
 pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<MqttListenerRt>, listener: TcpListener) {
+    accept_loop(core, rt, listener, |core, rt, stream, peer| {
+        task::serve(core, rt, stream, peer, Transport::Tcp, Vec::new())
+    })
+    .await;
+}
+
+/// The accept loop of a stream listener: admits each connection against
+/// `max_connections` and runs `serve` for it in its own task, until the
+/// core stops or the listener is removed.
+pub(crate) async fn accept_loop<F, Fut>(
+    core: Rc<Core>,
+    rt: Rc<MqttListenerRt>,
+    listener: TcpListener,
+    serve: F,
+) where
+    F: Fn(Rc<Core>, Rc<MqttListenerRt>, TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
     loop {
         let accept = async { Some(listener.accept().await) };
         let stop = async {
@@ -145,15 +163,7 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<MqttListenerRt>, listene
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        glommio::spawn_local(task::serve(
-            Rc::clone(&core),
-            Rc::clone(&rt),
-            stream,
-            peer,
-            Transport::Tcp,
-            Vec::new(),
-        ))
-        .detach();
+        glommio::spawn_local(serve(Rc::clone(&core), Rc::clone(&rt), stream, peer)).detach();
     }
     debug!(listener = %rt.name, "stopped accepting");
 }
