@@ -409,21 +409,13 @@ where
     results
 }
 
-type Opened = Result<(TcpStream, PacketReader), (ClientError, String)>;
-
-/// Connects (and subscribes) every client of the thread.
-async fn setup(
-    plan: &ThreadPlan,
-) -> (
-    Vec<(TcpStream, PacketReader)>,
-    Vec<(PubSpec, TcpStream, PacketReader)>,
-    ConnectTally,
-) {
-    let t = plan.traffic;
-    let target = plan.target;
-    let deadline_ns = monotonic_ns() + duration_ns(t.setup_timeout);
-    let mut tally = ConnectTally::default();
-    let account = |result: Option<Opened>, tally: &mut ConnectTally| match result {
+/// Counts one setup outcome (`None`: not tried in time) and passes the
+/// client on.
+fn account<T>(
+    result: Option<Result<T, (ClientError, String)>>,
+    tally: &mut ConnectTally,
+) -> Option<T> {
+    match result {
         None => {
             tally.skipped += 1;
             None
@@ -439,7 +431,21 @@ async fn setup(
             tally.failures.record(&error, &context);
             None
         }
-    };
+    }
+}
+
+/// Connects (and subscribes) every client of the thread.
+async fn setup(
+    plan: &ThreadPlan,
+) -> (
+    Vec<(TcpStream, PacketReader)>,
+    Vec<(PubSpec, TcpStream, PacketReader)>,
+    ConnectTally,
+) {
+    let t = plan.traffic;
+    let target = plan.target;
+    let deadline_ns = monotonic_ns() + duration_ns(t.setup_timeout);
+    let mut tally = ConnectTally::default();
     let subs = in_window(
         plan.subs.clone(),
         t.connect_concurrency,
@@ -505,23 +511,7 @@ async fn setup(
     .await;
     let pubs: Vec<_> = pubs
         .into_iter()
-        .filter_map(|r| match r {
-            None => {
-                tally.skipped += 1;
-                None
-            }
-            Some(Ok(opened)) => {
-                tally.attempted += 1;
-                tally.established += 1;
-                tally.last_established_ns = monotonic_ns();
-                Some(opened)
-            }
-            Some(Err((error, context))) => {
-                tally.attempted += 1;
-                tally.failures.record(&error, &context);
-                None
-            }
-        })
+        .filter_map(|r| account(r, &mut tally))
         .collect();
     (subs, pubs, tally)
 }
