@@ -88,6 +88,8 @@ struct Client {
     will: Option<Will>,
     /// Inbound Topic Alias → topic.
     aliases: Vec<Option<Rc<str>>>,
+    /// Topic Alias Maximum announced to the client.
+    alias_max: u16,
     /// Silence allowed before the connection is dropped.
     grace: Option<Duration>,
     /// The Session Expiry the client asked for at connect, seconds.
@@ -556,12 +558,14 @@ impl Input {
 
     /// One more non-blocking read; `Ok(None)` when the socket has nothing.
     async fn read_more(&mut self, core: &Core, conn: &MqttConn) -> Result<Option<usize>, End> {
-        let mut chunk = [0u8; 4096];
-        match recv_nonblocking(conn.writer_fd(), &mut chunk) {
+        // A pool buffer, not a stack array: a stack array held across the
+        // await below would sit in every connection's task.
+        let mut chunk = core.pool.acquire(4096).await;
+        match recv_nonblocking(conn.writer_fd(), chunk.spare_mut()) {
             Ok(Some(0)) => Err(End::PeerClosed),
             Ok(Some(n)) => {
-                self.feed(core, conn, chunk.get(..n).unwrap_or_default())
-                    .await?;
+                chunk.advance(n);
+                self.feed(core, conn, chunk.filled()).await?;
                 Ok(Some(n))
             }
             Ok(None) => Ok(None),
@@ -925,7 +929,8 @@ async fn connect(
     client.session = Some(Rc::clone(&session));
     client.connect_expiry = expiry_secs;
     client.grace = keepalive_grace(req.keep_alive_secs);
-    client.aliases = vec![None; usize::from(settings.max_topic_aliases)];
+    // The alias table is made when a client first sets an alias.
+    client.alias_max = settings.max_topic_aliases;
     client.will = will.take();
     let mut properties = Properties::default();
     if req.version == Version::V5 {
@@ -976,6 +981,9 @@ fn handle(
             // Resolve the Topic Alias.
             let topic: Rc<str> = match p.properties.topic_alias {
                 Some(alias) => {
+                    if client.aliases.is_empty() && alias <= client.alias_max {
+                        client.aliases = vec![None; usize::from(client.alias_max)];
+                    }
                     let slot = client
                         .aliases
                         .get_mut(usize::from(alias).wrapping_sub(1))
