@@ -20,6 +20,7 @@ mod pacer;
 mod proc_stats;
 mod report;
 mod runtime;
+mod tally;
 mod tcp_frames;
 mod wire;
 

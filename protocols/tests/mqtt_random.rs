@@ -3,46 +3,19 @@
 //! round trips, concatenated streams, truncations and mutations. Fixed
 //! seeds, so a failure names the seed that reproduces it.
 
+mod support;
+
 use shoal_protocols::mqtt::{
     decode, encode, encode_publish_head, encoded_len, read_fixed_header, Ack, Auth, ConnAck,
     Connect, Decoded, Disconnect, MqttError, Packet, Properties, Publish, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Version, Will,
     MAX_REMAINING_LENGTH,
 };
+use support::Rng;
 
 const SEEDS: u64 = 64;
 const STREAMS_PER_SEED: usize = 80;
 const MAX: u32 = 1 << 24;
-
-/// SplitMix64: small, fast, good enough to drive tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        self.next() as usize % n
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.next() % one_in == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Strings and byte strings the generated packets borrow from.
 struct Pool {

@@ -6,51 +6,21 @@
 //! never panic and never break the decoder's invariants. Fixed seeds, so a
 //! failure names the seed that reproduces it.
 
+mod support;
+
 use shoal_protocols::framing::Decoded;
 use shoal_protocols::websocket::{
     decode_frame, encode_close, encode_frame, encode_frame_head, unmask, unmask_at, CloseCode,
     Event, FrameHead, Opcode, Reassembler, Role, WsError, MAX_FRAME_HEAD_BYTES,
 };
+use support::Rng;
 
 const SEEDS: u64 = 64;
 const MAX_PAYLOAD: u64 = 1 << 17;
 
-/// SplitMix64: small, fast, good enough to drive tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        self.next() as usize % n
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.next() % one_in == 0
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn mask(&mut self) -> [u8; 4] {
-        (self.next() as u32).to_ne_bytes()
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
+/// A random masking key.
+fn mask(rng: &mut Rng) -> [u8; 4] {
+    (rng.next() as u32).to_ne_bytes()
 }
 
 /// A payload length, mostly near the 7/16/64-bit encoding boundaries.
@@ -132,7 +102,7 @@ fn random_frames_round_trip() {
             let fin = opcode.is_control() || !rng.chance(3);
             let len = random_len(&mut rng, opcode.is_control());
             // The server decodes client frames: masked. The client decodes unmasked.
-            let mask = (role == Role::Server).then(|| rng.mask());
+            let mask = (role == Role::Server).then(|| mask(&mut rng));
             let payload = rng.bytes(len);
             let context = format!("seed {seed} case {case} {role:?} {opcode:?} len {len}");
 
@@ -265,16 +235,16 @@ fn random_conversation(rng: &mut Rng) -> (Vec<u8>, Vec<Expected>) {
                 fin,
                 opcode,
                 &data[pair[0]..pair[1]],
-                Some(rng.mask()),
+                Some(mask(rng)),
             );
             if !fin && rng.chance(3) {
                 let control_len = rng.below(126);
                 let control = rng.bytes(control_len);
                 if rng.chance(2) {
-                    encode_frame(&mut wire, true, Opcode::Ping, &control, Some(rng.mask()));
+                    encode_frame(&mut wire, true, Opcode::Ping, &control, Some(mask(rng)));
                     expected.push(Expected::Ping(control));
                 } else {
-                    encode_frame(&mut wire, true, Opcode::Pong, &control, Some(rng.mask()));
+                    encode_frame(&mut wire, true, Opcode::Pong, &control, Some(mask(rng)));
                     expected.push(Expected::Pong(control));
                 }
             }
@@ -286,7 +256,7 @@ fn random_conversation(rng: &mut Rng) -> (Vec<u8>, Vec<Expected>) {
     let code = *rng.pick(&[1000u16, 1001, 3000, 4999]);
     encode_close(&mut close, CloseCode(code), "bye κ");
     let payload = close[2..].to_vec();
-    encode_frame(&mut wire, true, Opcode::Close, &payload, Some(rng.mask()));
+    encode_frame(&mut wire, true, Opcode::Close, &payload, Some(mask(rng)));
     expected.push(Expected::Close(code, "bye κ".into()));
     (wire, expected)
 }

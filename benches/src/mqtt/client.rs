@@ -55,6 +55,16 @@ impl ClientError {
     }
 }
 
+impl crate::tally::CountedError for ClientError {
+    fn kind_name(&self) -> String {
+        self.kind.clone()
+    }
+
+    fn detail(&self) -> String {
+        self.detail.clone()
+    }
+}
+
 impl From<io::Error> for ClientError {
     fn from(error: io::Error) -> Self {
         Self {

@@ -1,53 +1,9 @@
 //! Counters that threads and processes add up: failures by kind, the
 //! outcome of opening connections, and what held connections saw.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::client::ClientError;
-
-/// Failures counted by kind, with the first one spelled out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct FailureTally {
-    pub(crate) count: u64,
-    pub(crate) by_kind: BTreeMap<String, u64>,
-    pub(crate) first: Option<String>,
-}
-
-impl FailureTally {
-    pub(crate) fn record(&mut self, error: &ClientError, context: &str) {
-        self.count += 1;
-        *self.by_kind.entry(error.kind.clone()).or_default() += 1;
-        if self.first.is_none() {
-            self.first = Some(format!("{context}: {}", error.detail));
-        }
-    }
-
-    pub(crate) fn merge(&mut self, other: Self) {
-        self.count += other.count;
-        for (kind, n) in other.by_kind {
-            *self.by_kind.entry(kind).or_default() += n;
-        }
-        if self.first.is_none() {
-            self.first = other.first;
-        }
-    }
-
-    /// `Kind xN, ...` and the first failure.
-    pub(crate) fn line(&self) -> String {
-        let mut line = self
-            .by_kind
-            .iter()
-            .map(|(kind, n)| format!("{kind} x{n}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Some(first) = &self.first {
-            line.push_str(&format!(" (first: {first})"));
-        }
-        line
-    }
-}
+pub(crate) use crate::tally::FailureTally;
 
 /// Outcome of opening a set of MQTT connections (connect + CONNACK, and
 /// SUBSCRIBE + SUBACK for subscribers).
@@ -95,6 +51,7 @@ impl HoldTally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::client::ClientError;
 
     #[test]
     fn tallies_merge_and_print() {

@@ -1,11 +1,7 @@
 //! What a child process tells the parent (one JSON line each), and the
 //! counters it carries, which merge by addition.
 
-use std::{collections::BTreeMap, io};
-
 use serde::{Deserialize, Serialize};
-
-use crate::net::error_kind_name;
 
 /// Messages from a child, in the order a run sends them.
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,33 +20,7 @@ pub(crate) enum ChildMessage {
     IdleResult { counts: IdleCounts },
 }
 
-/// Errors counted by kind, with the first one spelled out.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct FailureTally {
-    pub(crate) count: u64,
-    pub(crate) by_kind: BTreeMap<String, u64>,
-    pub(crate) first: Option<String>,
-}
-
-impl FailureTally {
-    pub(crate) fn record(&mut self, error: &io::Error, context: &str) {
-        self.count += 1;
-        *self.by_kind.entry(error_kind_name(error)).or_default() += 1;
-        if self.first.is_none() {
-            self.first = Some(format!("{context}: {error}"));
-        }
-    }
-
-    pub(crate) fn merge(&mut self, other: Self) {
-        self.count += other.count;
-        for (kind, n) in other.by_kind {
-            *self.by_kind.entry(kind).or_default() += n;
-        }
-        if self.first.is_none() {
-            self.first = other.first;
-        }
-    }
-}
+pub(crate) use crate::tally::FailureTally;
 
 /// Outcome of opening and logging in a set of connections.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -125,6 +95,7 @@ impl IdleCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     #[test]
     fn message_json_round_trip() {
