@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use shoal_protocols::mqtt::{
     encode, encode_publish_head, Ack, Disconnect, Packet, Properties, Publish, ReasonCode, Version,
 };
-use shoal_protocols::websocket::{encode_frame_head, Opcode};
+use shoal_protocols::websocket::{write_frame_head, Opcode, MAX_FRAME_HEAD_BYTES};
 
 use super::session::Outgoing;
 use crate::core::{CloseReason, Connection, Core, DeferredFlush};
@@ -69,11 +69,6 @@ impl Connection for MqttConn {
     }
 }
 
-/// The WebSocket frame head for a binary message of `len` bytes.
-fn ws_head(len: usize, out: &mut Vec<u8>) {
-    encode_frame_head(out, true, Opcode::Binary, len as u64, None);
-}
-
 impl MqttConn {
     pub(crate) fn writer_fd(&self) -> std::os::fd::RawFd {
         self.fd
@@ -95,10 +90,10 @@ impl MqttConn {
         let mut total = head.len() + payload_len;
         // Absent parts are empty segments: nothing is written for them.
         let frame = if self.transport == Transport::WebSocket {
-            let mut frame_head = Vec::with_capacity(10);
-            ws_head(total, &mut frame_head);
-            total += frame_head.len();
-            Segment::inline(&frame_head)
+            let mut frame_head = [0u8; MAX_FRAME_HEAD_BYTES];
+            let len = write_frame_head(&mut frame_head, true, Opcode::Binary, total as u64, None);
+            total += len;
+            Segment::inline(frame_head.get(..len).unwrap_or_default())
         } else {
             Segment::inline(&[])
         };

@@ -90,6 +90,8 @@ struct Client {
     aliases: Vec<Option<Rc<str>>>,
     /// Topic Alias Maximum announced to the client.
     alias_max: u16,
+    /// The topic of the last PUBLISH without an alias.
+    last_topic: Option<Rc<str>>,
     /// Silence allowed before the connection is dropped.
     grace: Option<Duration>,
     /// The Session Expiry the client asked for at connect, seconds.
@@ -481,8 +483,7 @@ impl Input {
                     pos += consumed;
                     match frame.opcode {
                         Opcode::Binary | Opcode::Continuation => {
-                            let data = payload.to_vec();
-                            if let Err(e) = self.push_mqtt(core, &data).await {
+                            if let Err(e) = self.push_mqtt(core, payload).await {
                                 break Err(e);
                             }
                         }
@@ -526,27 +527,7 @@ impl Input {
     /// when the packet being read needs it.
     async fn push_mqtt(&mut self, core: &Core, mut bytes: &[u8]) -> Result<(), End> {
         while !bytes.is_empty() {
-            let mut buf = match self.rx.take() {
-                Some(b) => b,
-                None => {
-                    core.pool
-                        .acquire(READ_CHUNK_BYTES.max(bytes.len().min(4096)))
-                        .await
-                }
-            };
-            if buf.capacity() == buf.len() {
-                let wanted = buf.capacity() * 2;
-                let largest = core.pool.largest_buffer_bytes();
-                if buf.capacity() >= largest {
-                    return Err(End::Protocol(
-                        ReasonCode::PacketTooLarge,
-                        format!("a packet needs more than {largest} bytes"),
-                    ));
-                }
-                let mut bigger = core.pool.acquire(wanted.min(largest)).await;
-                bigger.extend_from_slice(buf.filled());
-                buf = bigger;
-            }
+            let mut buf = self.rx_with_room(core, bytes.len()).await?;
             let room = buf.capacity() - buf.len();
             let (now, later) = bytes.split_at(room.min(bytes.len()));
             buf.extend_from_slice(now);
@@ -556,10 +537,54 @@ impl Input {
         Ok(())
     }
 
+    /// The receive buffer with room for more bytes (`wanted` sizes a fresh
+    /// one): a full one moves to a buffer twice its size, up to the largest
+    /// class.
+    async fn rx_with_room(&mut self, core: &Core, wanted: usize) -> Result<PoolBuf, End> {
+        let Some(buf) = self.rx.take() else {
+            let size = READ_CHUNK_BYTES.max(wanted.min(4096));
+            return Ok(core.pool.acquire(size).await);
+        };
+        if buf.capacity() > buf.len() {
+            return Ok(buf);
+        }
+        let largest = core.pool.largest_buffer_bytes();
+        if buf.capacity() >= largest {
+            return Err(End::Protocol(
+                ReasonCode::PacketTooLarge,
+                format!("a packet needs more than {largest} bytes"),
+            ));
+        }
+        let mut bigger = core.pool.acquire((buf.capacity() * 2).min(largest)).await;
+        bigger.extend_from_slice(buf.filled());
+        Ok(bigger)
+    }
+
     /// One more non-blocking read; `Ok(None)` when the socket has nothing.
     async fn read_more(&mut self, core: &Core, conn: &MqttConn) -> Result<Option<usize>, End> {
-        // A pool buffer, not a stack array: a stack array held across the
-        // await below would sit in every connection's task.
+        if self.ws.is_none() {
+            // Straight into the receive buffer: no copy.
+            let mut buf = self.rx_with_room(core, 4096).await?;
+            return match recv_nonblocking(conn.writer_fd(), buf.spare_mut()) {
+                Ok(Some(0)) => Err(End::PeerClosed),
+                Ok(Some(n)) => {
+                    buf.advance(n);
+                    core.stats.bytes_in.add(n as u64);
+                    self.rx = Some(buf);
+                    Ok(Some(n))
+                }
+                Ok(None) => {
+                    if buf.len() > 0 {
+                        self.rx = Some(buf);
+                    }
+                    Ok(None)
+                }
+                Err(e) => Err(End::Io(e)),
+            };
+        }
+        // WebSocket bytes go through the frame decoder first. A pool
+        // buffer, not a stack array: a stack array held across the await
+        // below would sit in every connection's task.
         let mut chunk = core.pool.acquire(4096).await;
         match recv_nonblocking(conn.writer_fd(), chunk.spare_mut()) {
             Ok(Some(0)) => Err(End::PeerClosed),
@@ -1006,7 +1031,15 @@ fn handle(
                         t
                     }
                 }
-                None => p.topic.into(),
+                // A device mostly publishes to the same topic: reuse it.
+                None => match &client.last_topic {
+                    Some(t) if **t == *p.topic => Rc::clone(t),
+                    _ => {
+                        let t: Rc<str> = p.topic.into();
+                        client.last_topic = Some(Rc::clone(&t));
+                        t
+                    }
+                },
             };
             validate_topic_name(&topic).map_err(|e| {
                 End::Protocol(ReasonCode::TopicNameInvalid, format!("publish topic: {e}"))
