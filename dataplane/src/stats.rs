@@ -56,6 +56,7 @@ pub(crate) struct CoreStats {
     pub(crate) mqtt_expired: Counter,
     pub(crate) mqtt_acl_denials: Counter,
     pub(crate) mqtt_retained_refused: Counter,
+    pub(crate) mqtt_subscriptions_refused: Counter,
     pub(crate) mqtt_takeovers: Counter,
     pub(crate) mqtt_protocol_errors: Counter,
 }
@@ -90,6 +91,7 @@ impl CoreStats {
                 expired: self.mqtt_expired.get(),
                 acl_denials: self.mqtt_acl_denials.get(),
                 retained_refused: self.mqtt_retained_refused.get(),
+                subscriptions_refused: self.mqtt_subscriptions_refused.get(),
                 takeovers: self.mqtt_takeovers.get(),
                 protocol_errors: self.mqtt_protocol_errors.get(),
                 ..MqttFigures::default()

@@ -87,6 +87,8 @@ pub struct MqttFigures {
     pub takeovers: u64,
     /// Connections closed for a protocol error (malformed packet, ...).
     pub protocol_errors: u64,
+    /// Subscriptions refused because the session held `max_subscriptions`.
+    pub subscriptions_refused: u64,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -133,7 +135,7 @@ impl fmt::Display for CoreFigures {
              mesh_sent={} mesh_received={} mesh_drops={} route_republished={} route_dropped={} \
              forward_sent={} forward_drops={} backpressure={} auth_failures={} \
              mqtt_sessions={} mqtt_offline={} mqtt_retained={} mqtt_queue_drops={} \
-             mqtt_acl_denials={} mqtt_protocol_errors={}",
+             mqtt_acl_denials={} mqtt_protocol_errors={} mqtt_subscriptions_refused={}",
             self.core,
             self.connections,
             self.accepted,
@@ -161,6 +163,7 @@ impl fmt::Display for CoreFigures {
             self.mqtt.queue_drops,
             self.mqtt.acl_denials,
             self.mqtt.protocol_errors,
+            self.mqtt.subscriptions_refused,
         )?;
         for p in &self.pools {
             write!(

@@ -5,6 +5,12 @@ and the moment its SUBACK arrives, one of several publisher connections
 subscriber must get it: a publish that follows the SUBACK in time follows
 the subscription.
 
+With --retained the order is the other way round: one connection
+publishes a retained QoS 1 message, and the moment its PUBACK arrives
+another connection (often on the other core) subscribes to that topic; it
+must get the retained message: an acknowledged retained publish is stored
+on every core.
+
 Prints one JSON line: {"rounds": N, "lost": [round, ...]}; exits 0 when
 nothing was lost, 1 when something was (the message on stderr; it stops
 after --max-lost losses), 2 on any other failure. Every socket wait is
@@ -65,7 +71,11 @@ def main():
     parser.add_argument("--publishers", type=int, default=6)
     parser.add_argument("--timeout", type=float, default=1.0)
     parser.add_argument("--max-lost", type=int, default=3)
+    parser.add_argument("--retained", action="store_true")
     args = parser.parse_args()
+    if args.retained:
+        retained_rounds(args)
+        return
     try:
         publishers = [Conn(args.port, "after-suback-pub-%d" % i, args.timeout)
                       for i in range(args.publishers)]
@@ -103,6 +113,54 @@ def main():
     if lost:
         fail("%d of %d messages published right after the SUBACK never came: rounds %s"
              % (len(lost), rounds, lost), 1)
+
+
+def expect(conn, kind, n):
+    got, _, _ = conn.next()
+    if got != kind:
+        fail("round %d: %s instead of %s"
+             % (n, mqttwire.NAMES.get(got), mqttwire.NAMES.get(kind)))
+
+
+def retained_rounds(args):
+    try:
+        conns = [Conn(args.port, "after-puback-%d" % i, args.timeout)
+                 for i in range(args.publishers)]
+        lost = []
+        rounds = 0
+        for n in range(args.rounds):
+            if len(lost) >= args.max_lost:
+                break
+            rounds += 1
+            topic = "after-puback/%d" % n
+            pub = conns[n % len(conns)]
+            sub = conns[(n + 1 + n // len(conns)) % len(conns)]
+            if sub is pub:
+                sub = conns[(n + 1) % len(conns)]
+            pub.sock.sendall(mqttwire.publish(V, topic, b"kept-%d" % n, qos=1,
+                                              retain=True, packet_id=1))
+            expect(pub, mqttwire.PUBACK, n)
+            sub.sock.sendall(mqttwire.subscribe(V, 1, [(topic, 1)]))
+            expect(sub, mqttwire.SUBACK, n)
+            try:
+                kind, flags, body = sub.next()
+                got = mqttwire.describe(V, kind, flags, body)
+                if got.get("payload") != "kept-%d" % n:
+                    fail("round %d: unexpected %r" % (n, got))
+                if kind == mqttwire.PUBLISH and flags & 0x06:
+                    packet_id = int.from_bytes(body[2 + len(topic):4 + len(topic)], "big")
+                    sub.sock.sendall(mqttwire.ack(mqttwire.PUBACK, packet_id))
+            except socket.timeout:
+                lost.append(n)
+        for conn in conns:
+            conn.close()
+    except (OSError, ConnectionError) as e:
+        fail("%s: %s" % (type(e).__name__, e))
+    print(json.dumps({"rounds": rounds, "lost": lost}))
+    sys.stdout.flush()
+    if lost:
+        fail("%d of %d retained messages acknowledged to their publisher were not "
+             "there for a subscriber right after: rounds %s" % (len(lost), rounds, lost), 1)
 
 
 if __name__ == "__main__":

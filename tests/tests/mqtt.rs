@@ -149,6 +149,26 @@ fn a_publish_right_after_the_suback_reaches_the_subscriber_from_either_core() {
 
 // ----- 2. Retained messages -------------------------------------------------
 
+/// A retained publish is acknowledged only when every core has stored it,
+/// so a subscriber on either core that subscribes right after the PUBACK
+/// gets it.
+#[test]
+fn a_retained_message_is_on_every_core_when_its_puback_arrives() {
+    let dp = Dataplane::start(mqtt_config());
+    let script = script_path("publish_after_suback.py");
+    let port = dp.port(0).to_string();
+    let args = [
+        script.as_os_str(),
+        OsStr::new("--port"),
+        OsStr::new(&port),
+        OsStr::new("--retained"),
+        OsStr::new("--rounds"),
+        OsStr::new("200"),
+    ];
+    let out = run_program(PYTHON, &args, b"", Duration::from_secs(60));
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+}
+
 #[test]
 fn retained_messages_reach_new_subscribers_on_every_core_until_cleared() {
     let dp = Dataplane::start(mqtt_config());

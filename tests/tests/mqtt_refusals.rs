@@ -18,6 +18,7 @@ use MqttVersion::{V311, V5};
 /// MQTT 5.0 reason codes the tests expect.
 const NOT_AUTHORIZED: u8 = 0x87;
 const PACKET_TOO_LARGE: u8 = 0x95;
+const QUOTA_EXCEEDED: u8 = 0x97;
 /// SUBACK failure in MQTT 3.1.1.
 const SUBACK_FAILURE_311: u8 = 0x80;
 
@@ -208,6 +209,56 @@ fn device_secrets_and_product_acls_guard_the_broker() {
     assert!(
         !dp.logs_matching("publish refused: not allowed").is_empty(),
         "no log line for a refused publish"
+    );
+}
+
+// ----- Subscriptions per session -------------------------------------------
+
+#[test]
+fn a_session_holds_at_most_max_subscriptions_filters() {
+    let config = Config::new()
+        .listener(Listener::mqtt("mqtt", 0))
+        .raw_toml(&mqtt_settings(&[("max_subscriptions", "3")]));
+    let dp = Dataplane::start(config);
+    let port = dp.port(0);
+
+    // 5.0: the filters past the third get Quota exceeded; subscribing to a
+    // filter it already holds again is still allowed.
+    let mut v5 = MqttClient::paho("quota-v5", port, V5);
+    v5.connect(&Connect::new("quota-v5"));
+    assert_eq!(
+        v5.subscribe(&[("q/a", 1), ("q/b", 1), ("q/c", 0), ("q/d", 1)]),
+        [1, 1, 0, QUOTA_EXCEEDED]
+    );
+    assert_eq!(v5.subscribe(&[("q/a", 0), ("q/e", 1)]), [0, QUOTA_EXCEEDED]);
+    // The refused filter delivers nothing; the granted ones deliver.
+    thread::sleep(INTEREST_SETTLE);
+    publish(port, V311, &["-t", "q/d", "-m", "refused", "-q", "1"]);
+    publish(port, V311, &["-t", "q/b", "-m", "granted", "-q", "1"]);
+    let got = v5.next_message(WAIT);
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_str()),
+        ("q/b", "granted")
+    );
+    v5.disconnect();
+
+    // 3.1.1 has no Quota exceeded: the failure code 0x80.
+    let mut v311 = MqttClient::paho("quota-v311", port, V311);
+    v311.connect(&Connect::new("quota-v311"));
+    assert_eq!(
+        v311.subscribe(&[("r/a", 1), ("r/b", 1), ("r/c", 1), ("r/d", 1)]),
+        [1, 1, 1, SUBACK_FAILURE_311]
+    );
+    v311.disconnect();
+
+    let stats = dp.wait_for_stats("3 refused subscriptions", WAIT, |s| {
+        s.sum("mqtt_subscriptions_refused") >= 3
+    });
+    assert_eq!(stats.sum("mqtt_subscriptions_refused"), 3, "{stats}");
+    assert!(
+        !dp.logs_matching("subscription refused: the session holds max_subscriptions")
+            .is_empty(),
+        "no log line for a refused subscription"
     );
 }
 

@@ -68,6 +68,9 @@ struct ClaimSlot {
 #[derive(Debug)]
 pub(crate) struct Broker {
     sessions: RefCell<HashMap<Rc<str>, Rc<Session>>>,
+    /// The sessions of `sessions` without a connection, by key: what the
+    /// sweeper and the figures visit (connected sessions cost them nothing).
+    offline: RefCell<HashMap<u64, Rc<Session>>>,
     next_key: Cell<u64>,
     pub(crate) retained: RefCell<RetainedStore>,
     acl: RefCell<Rc<AclTable>>,
@@ -80,6 +83,7 @@ impl Broker {
     pub(crate) fn new(settings: &MqttSettings) -> Self {
         Self {
             sessions: RefCell::new(HashMap::new()),
+            offline: RefCell::new(HashMap::new()),
             next_key: Cell::new(0),
             retained: RefCell::new(RetainedStore::new(
                 settings.max_retained_messages,
@@ -113,16 +117,25 @@ impl Broker {
 
     /// Sessions, offline sessions, retained messages.
     pub(crate) fn counts(&self) -> (u64, u64, u64) {
-        let sessions = self.sessions.borrow();
-        let offline = sessions
-            .values()
-            .filter(|s| s.state.borrow().conn.is_none())
-            .count();
         (
-            sessions.len() as u64,
-            offline as u64,
+            self.sessions.borrow().len() as u64,
+            self.offline.borrow().len() as u64,
             self.retained.borrow().len() as u64,
         )
+    }
+
+    /// `session` lost its connection and lives on until it expires.
+    pub(crate) fn mark_offline(&self, session: &Rc<Session>, now: Instant) {
+        session.state.borrow_mut().offline_since = Some(now);
+        self.offline
+            .borrow_mut()
+            .insert(session.key, Rc::clone(session));
+    }
+
+    /// `session` has a connection again.
+    pub(crate) fn mark_online(&self, session: &Session) {
+        session.state.borrow_mut().offline_since = None;
+        self.offline.borrow_mut().remove(&session.key);
     }
 
     /// A fresh session key (No Local compares them).
@@ -153,6 +166,7 @@ impl Broker {
         clean_start: bool,
     ) -> Option<Rc<Session>> {
         let session = self.sessions.borrow_mut().remove(client_id)?;
+        self.offline.borrow_mut().remove(&session.key);
         let old = session.state.borrow_mut().conn.take();
         if let Some(old) = old {
             core.stats.mqtt_takeovers.inc();
@@ -179,6 +193,7 @@ impl Broker {
             sessions.remove(&session.client_id);
         }
         drop(sessions);
+        self.offline.borrow_mut().remove(&session.key);
         end_session(core, session);
     }
 
@@ -276,13 +291,15 @@ impl Broker {
     }
 
     /// Offline sessions past their expiry end; delayed wills fall due;
-    /// beyond `max_offline_sessions` the longest offline ends.
+    /// beyond `max_offline_sessions` the longest offline ends. Visits only
+    /// the offline sessions (a will waits only while its session is
+    /// offline).
     pub(crate) fn sweep(&self, core: &Rc<Core>, now: Instant) {
         let max_offline = core.settings.borrow().mqtt.max_offline_sessions as usize;
         let mut ended = Vec::new();
         let mut wills = Vec::new();
         let mut offline: Vec<(Instant, Rc<Session>)> = Vec::new();
-        for s in self.sessions.borrow().values() {
+        for s in self.offline.borrow().values() {
             let mut st = s.state.borrow_mut();
             if let Some((due, _)) = &st.will_due {
                 if *due <= now {

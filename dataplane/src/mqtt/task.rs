@@ -121,6 +121,16 @@ enum Step {
     /// A SUBACK that goes out once the other cores know the new
     /// subscriptions (a publish they take after it must reach them).
     SubAck(Box<PendingSubAck>),
+    /// The PUBACK or PUBREC of a retained publish, once the other cores
+    /// stored it (a subscriber on any core that subscribes after the
+    /// acknowledgement gets it). The mark follows the copies sent to them
+    /// on the same channels.
+    RetainedAck {
+        mark: u64,
+        kind: AckKind,
+        packet_id: u16,
+        code: ReasonCode,
+    },
 }
 
 /// A SUBACK waiting for the other cores, and the retained messages that
@@ -132,7 +142,8 @@ struct PendingSubAck {
     retained: Vec<Outgoing>,
 }
 
-/// How long a SUBACK waits for the other cores at most.
+/// How long a SUBACK or a retained publish's acknowledgement waits for the
+/// other cores at most.
 const INTEREST_SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one connection to its end and cleans up after it.
@@ -244,8 +255,10 @@ async fn finish(
         }
         return;
     }
+    drop(st);
     let now = Instant::now();
-    st.offline_since = Some(now);
+    core.mqtt.mark_offline(&session, now);
+    let mut st = session.state.borrow_mut();
     // Queued messages wait now: they must not pin read buffers.
     for m in st.pending.iter_mut() {
         m.payload = m.payload.unpinned();
@@ -674,6 +687,17 @@ async fn packets(
                     }
                 }
             }
+            Step::RetainedAck {
+                mark,
+                kind,
+                packet_id,
+                code,
+            } => {
+                if !core.interest_synced(mark, INTEREST_SYNC_TIMEOUT).await {
+                    warn!(listener = %rt.name, "another core did not confirm a retained message in time");
+                }
+                conn.send_ack(kind, packet_id, code);
+            }
             Step::Connect(request) => {
                 connect(core, rt, conn, id, client, *request).await?;
                 // Packets after CONNECT in the same read are handled now.
@@ -719,8 +743,8 @@ fn decode_all(
             };
             return Ok((pos, Step::Connect(Box::new(connect_request(&c)?))));
         }
-        if let Some(pending) = handle(core, rt, conn, client, shared, start, packet, read_end)? {
-            return Ok((pos, Step::SubAck(pending)));
+        if let Some(step) = handle(core, rt, conn, client, shared, start, packet, read_end)? {
+            return Ok((pos, step));
         }
     }
     Ok((pos, Step::Continue))
@@ -942,11 +966,11 @@ async fn connect(
             false,
         ),
     };
+    core.mqtt.mark_online(&session);
     {
         let mut st = session.state.borrow_mut();
         st.version = req.version;
         st.conn = Some(Rc::clone(conn));
-        st.offline_since = None;
         st.will_due = None;
         st.expiry = Duration::from_secs(u64::from(expiry_secs));
         st.send_window = usize::from(req.receive_maximum.min(settings.max_inflight).max(1));
@@ -996,7 +1020,7 @@ fn handle(
     start: usize,
     packet: Packet<'_>,
     read_end: Option<Instant>,
-) -> Result<Option<Box<PendingSubAck>>, End> {
+) -> Result<Option<Step>, End> {
     let Some(session) = client.session.clone() else {
         return Ok(None);
     };
@@ -1063,6 +1087,7 @@ fn handle(
                 st.incoming_qos2.insert(packet_id);
             }
             let allowed = client.acl.as_ref().is_none_or(|a| a.may_publish(&topic));
+            let mut retained_mark = 0;
             let code = if allowed {
                 let range = {
                     let base = shared.filled().as_ptr() as usize;
@@ -1089,6 +1114,9 @@ fn handle(
                 };
                 if msg.retain {
                     retain_everywhere(core, &msg);
+                    if p.qos != QoS::AtMostOnce {
+                        retained_mark = core.interest_mark();
+                    }
                 }
                 core.publish_read(msg, read_end);
                 ReasonCode::Success
@@ -1100,18 +1128,25 @@ fn handle(
                 ReasonCode::NotAuthorized
             };
             let code = if v5 { code } else { ReasonCode::Success };
-            match p.qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => {
-                    conn.send_ack(AckKind::Ack, packet_id, code);
-                }
+            let kind = match p.qos {
+                QoS::AtMostOnce => return Ok(None),
+                QoS::AtLeastOnce => AckKind::Ack,
                 QoS::ExactlyOnce => {
                     if code.is_error() {
                         session.state.borrow_mut().incoming_qos2.remove(&packet_id);
                     }
-                    conn.send_ack(AckKind::Rec, packet_id, code);
+                    AckKind::Rec
                 }
+            };
+            if retained_mark != 0 {
+                return Ok(Some(Step::RetainedAck {
+                    mark: retained_mark,
+                    kind,
+                    packet_id,
+                    code,
+                }));
             }
+            conn.send_ack(kind, packet_id, code);
         }
         Packet::PubAck(a) | Packet::PubComp(a) => {
             session.acknowledged(a.packet_id);
@@ -1143,9 +1178,9 @@ fn handle(
             conn.send_ack(AckKind::Comp, a.packet_id, code);
         }
         Packet::Subscribe(s) => {
-            return Ok(Some(Box::new(subscribe(
+            return Ok(Some(Step::SubAck(Box::new(subscribe(
                 core, rt, conn, client, &session, &s,
-            ))));
+            )))));
         }
         Packet::Unsubscribe(u) => {
             let mut codes = Vec::with_capacity(u.filters.len());
@@ -1240,6 +1275,19 @@ fn subscribe(
                 codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
+        }
+        let max_subs = core.settings.borrow().mqtt.max_subscriptions as usize;
+        let full = {
+            let st = session.state.borrow();
+            st.subs.len() >= max_subs && !st.subs.contains_key(*filter)
+        };
+        if full {
+            core.stats.mqtt_subscriptions_refused.inc();
+            if let Some(more) = rt.error_log.allow() {
+                warn!(listener = %rt.name, client_id = %session.client_id, filter = %filter, max_subscriptions = max_subs, suppressed = more, "subscription refused: the session holds max_subscriptions filters");
+            }
+            codes.push(ReasonCode::QuotaExceeded);
+            continue;
         }
         let existed = subscribe_entry(core, session, filter, *options, sub_id);
         codes.push(match options.qos {

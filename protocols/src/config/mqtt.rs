@@ -38,6 +38,9 @@ pub struct MqttSettings {
     pub max_retained_bytes: u64,
     /// Topic aliases a client may set (Topic Alias Maximum).
     pub max_topic_aliases: u16,
+    /// Topic filters one session may hold; a SUBSCRIBE past it gets
+    /// Quota exceeded (0x97; 0x80 in 3.1.1) for the filters beyond.
+    pub max_subscriptions: u32,
 }
 
 impl Default for MqttSettings {
@@ -52,6 +55,7 @@ impl Default for MqttSettings {
             max_retained_messages: 100_000,
             max_retained_bytes: 64 * 1024 * 1024,
             max_topic_aliases: 64,
+            max_subscriptions: 1000,
         }
     }
 }
@@ -78,6 +82,9 @@ impl MqttSettings {
                 at,
                 "max_queued_messages must be at least 1",
             ));
+        }
+        if self.max_subscriptions == 0 {
+            return Err(ConfigError::new(at, "max_subscriptions must be at least 1"));
         }
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::new(at, "connect_timeout must be more than 0s"));
