@@ -202,8 +202,12 @@ pub(crate) enum ProtocolArg {
     /// MQTT 3.1.1 and 5.0 (with auth device-secret: user name = device id,
     /// password = secret).
     Mqtt,
-    /// HTTP/1.1: MQTT over WebSocket at /mqtt.
+    /// HTTP/1.1: MQTT over WebSocket at /mqtt; live streams as HTTP-FLV
+    /// and WebSocket-FLV at /{app}/{name}.flv.
     Http,
+    /// RTMP: live streams published and played (with auth device-secret,
+    /// only streams a stream rule covers).
+    Rtmp,
 }
 
 /// `--auth`.

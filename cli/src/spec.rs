@@ -251,6 +251,7 @@ pub(crate) fn protocol_summary(protocol: ListenerProtocol) -> &'static str {
         ListenerProtocol::Udp => "udp",
         ListenerProtocol::Mqtt => "mqtt",
         ListenerProtocol::Http => "http",
+        ListenerProtocol::Rtmp => "rtmp",
         _ => "other",
     }
 }

@@ -341,7 +341,13 @@ mod tests {
         let names: Vec<&String> = state.small().listeners.keys().collect();
         assert_eq!(
             names,
-            ["http-default", "mqtt-default", "tcp-default", "udp-default"]
+            [
+                "http-default",
+                "mqtt-default",
+                "rtmp-default",
+                "tcp-default",
+                "udp-default"
+            ]
         );
     }
 

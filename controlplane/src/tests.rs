@@ -231,7 +231,13 @@ fn snapshot_then_delta_then_stored() {
     let names: Vec<&str> = plane.snapshot.iter().map(Resource::name).collect();
     assert_eq!(
         names,
-        ["http-default", "mqtt-default", "tcp-default", "udp-default"]
+        [
+            "http-default",
+            "mqtt-default",
+            "rtmp-default",
+            "tcp-default",
+            "udp-default"
+        ]
     );
 
     let pending = request(&cp, add_product("meter"));
@@ -481,7 +487,7 @@ fn cli_session_answers_requests() {
     let CliResponse::Resources(listeners) = cli.recv() else {
         panic!("no resources");
     };
-    assert_eq!(listeners.len(), 4);
+    assert_eq!(listeners.len(), 5);
     cli.send(&CliRequest::Get {
         kind: ResourceKind::Device,
         name: Some("ghost".into()),

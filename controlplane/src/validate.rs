@@ -290,6 +290,7 @@ fn check_listeners_and_routes(
         &listeners,
         &small.route_list(),
         &[],
+        &[],
     );
     config
         .validate()

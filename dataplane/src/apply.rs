@@ -25,7 +25,7 @@ use crate::core::{CloseReason, Connection, Core};
 use crate::listener::ListenerSpec;
 use crate::routes::RouteTable;
 use crate::signal::LocalSignal;
-use crate::{http, mqtt, tcp, udp};
+use crate::{http, mqtt, stream, tcp, udp};
 
 /// A validated config and the listener state every core shares.
 #[derive(Debug)]
@@ -110,6 +110,8 @@ pub(crate) struct Prepared {
     settings: RuntimeSettings,
     /// The products' topic permissions.
     acl: mqtt::AclTable,
+    /// Who may publish and play live streams.
+    stream_rules: Vec<shoal_protocols::config::StreamRule>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -174,6 +176,10 @@ pub(crate) fn prepare(
                 let (socket, rt) = http::bind(spec)?;
                 streams.push((socket, rt, Arc::clone(spec)));
             }
+            ListenerProtocol::Rtmp => {
+                let (socket, rt) = mqtt::bind(spec)?;
+                streams.push((socket, rt, Arc::clone(spec)));
+            }
             #[allow(unreachable_patterns)]
             other => {
                 return Err(format!(
@@ -202,12 +208,14 @@ pub(crate) fn prepare(
         routes,
         settings: plan.config.runtime.clone(),
         acl: mqtt::AclTable::build(&plan.config.products),
+        stream_rules: plan.config.streams.clone(),
     })
 }
 
 /// Phase two: start serving the new config.
 pub(crate) fn commit(core: &Rc<Core>, prepared: Prepared, applied: &mut Applied) {
     core.mqtt.configure(prepared.acl, &prepared.settings.mqtt);
+    core.streams.configure(prepared.stream_rules);
     *core.settings.borrow_mut() = prepared.settings;
     core.routes().stop();
     core.set_routes(prepared.routes);
@@ -234,6 +242,12 @@ pub(crate) fn commit(core: &Rc<Core>, prepared: Prepared, applied: &mut Applied)
             ListenerProtocol::Http => {
                 glommio::spawn_local(http::run_listener(Rc::clone(core), Rc::clone(&rt), socket))
             }
+            ListenerProtocol::Rtmp => glommio::spawn_local(mqtt::accept_loop(
+                Rc::clone(core),
+                Rc::clone(&rt),
+                socket,
+                stream::serve_rtmp,
+            )),
             _ => glommio::spawn_local(mqtt::run_listener(Rc::clone(core), Rc::clone(&rt), socket)),
         };
         task.detach();

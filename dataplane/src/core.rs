@@ -28,6 +28,7 @@ use crate::registry::RegistryShard;
 use crate::routes::RouteTable;
 use crate::signal::{Gate, Kick, LocalSignal};
 use crate::stats::{CoreStats, LogLimiter};
+use crate::stream::StreamHub;
 
 /// One read in this many is timed for the latency histogram.
 const LATENCY_SAMPLE_EVERY: u32 = 16;
@@ -136,6 +137,8 @@ pub(crate) struct Core {
     reads_untimed: Cell<u32>,
     /// The MQTT broker's state on this core.
     pub(crate) mqtt: Broker,
+    /// Live streams published or played on this core.
+    pub(crate) streams: StreamHub,
     /// The last interest mark asked for, and the last one sent to peers.
     interest_wanted: Cell<u64>,
     interest_asked: Cell<u64>,
@@ -196,6 +199,7 @@ impl Core {
             latency: RefCell::new(LatencyHistogram::default()),
             reads_untimed: Cell::new(0),
             mqtt,
+            streams: StreamHub::default(),
             interest_wanted: Cell::new(0),
             interest_asked: Cell::new(0),
             interest_synced: RefCell::new(vec![0; peers]),
@@ -213,6 +217,7 @@ impl Core {
         figures.mqtt.sessions = sessions;
         figures.mqtt.offline_sessions = offline;
         figures.mqtt.retained = retained;
+        figures.streams = self.streams.figures(self);
         figures
     }
 
@@ -599,6 +604,14 @@ impl Core {
     /// it; otherwise the message joins the peer's backlog (bounded: beyond
     /// the bound it is dropped and counted) and readers on this core pause
     /// until the backlog is gone.
+    /// Sends `msg` to core `peer` (see [`Self::broadcast`] for the
+    /// backlog and its bound).
+    pub(crate) fn send_mesh(&self, peer: usize, msg: MeshMsg) {
+        if let Some(senders) = &self.senders {
+            self.send_to_peer(senders, peer, msg);
+        }
+    }
+
     fn send_to_peer(&self, senders: &Senders<MeshMsg>, peer: usize, msg: MeshMsg) {
         let mut backlog = self.mesh_backlog.borrow_mut();
         let Some(queue) = backlog.get_mut(peer) else {
@@ -771,6 +784,12 @@ impl Core {
                     self.close_device(device, CloseReason::DeviceRemoved);
                 }
             }
+            msg @ (MeshMsg::StreamLive { .. }
+            | MeshMsg::StreamViewers { .. }
+            | MeshMsg::StreamTag { .. }
+            | MeshMsg::StreamClaim { .. }
+            | MeshMsg::StreamClaimed { .. }
+            | MeshMsg::StreamRelease { .. }) => self.streams.on_mesh(self, peer, msg),
         }
     }
 

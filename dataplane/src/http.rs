@@ -1,6 +1,7 @@
 //! HTTP/1.1 listeners: WebSocket upgrades at `/mqtt` (MQTT over
-//! WebSocket, subprotocol `mqtt`); anything else is answered with a JSON
-//! error and the connection closes.
+//! WebSocket, subprotocol `mqtt`); live streams at `/{app}/{name}.flv`
+//! (HTTP-FLV, or WebSocket-FLV with an upgrade); anything else is answered
+//! with a JSON error and the connection closes.
 //!
 //! A request head is read with a bound on its size and on the time it may
 //! take (a client that trickles its head is closed).
@@ -20,6 +21,7 @@ use shoal_protocols::websocket::{check_upgrade, write_accept};
 use crate::core::Core;
 use crate::listener::ListenerSpec;
 use crate::mqtt::{self, MqttListenerRt};
+use crate::stream;
 
 /// Time a client has to send its whole request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +78,38 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
             return;
         }
     };
+    // Live streams.
+    if let Ok(Decoded::Frame { frame: head, .. }) = parse_request_head(&buf, &limits) {
+        if let Some(name) = stream::flv_stream_path(head.path_only()) {
+            if head.method != "GET" {
+                respond_error(&mut stream, 405, "a stream is played with GET").await;
+                release(&rt);
+                return;
+            }
+            let upgrade = if head.has_token("Upgrade", "websocket") {
+                match check_upgrade(&head) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        let mut out = Vec::new();
+                        e.write_refusal(&mut out);
+                        let _ = stream.write_all(&out).await;
+                        let _ = stream.close().await;
+                        release(&rt);
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Err(refusal) = stream::admit_play(&core, rt.auth, &name).await {
+                respond_error(&mut stream, refusal.status, &refusal.message).await;
+                release(&rt);
+                return;
+            }
+            stream::serve_flv(core, rt, stream, peer, name, upgrade.as_ref()).await;
+            return;
+        }
+    }
     let mut response = Vec::new();
     let upgraded = match parse_request_head(&buf, &limits) {
         Ok(Decoded::Frame { frame: head, .. }) if head.path_only() == MQTT_PATH => {

@@ -43,6 +43,7 @@ mod registry;
 mod routes;
 mod signal;
 mod stats;
+mod stream;
 mod supervisor;
 mod tcp;
 mod udp;

@@ -153,4 +153,21 @@ pub(crate) enum MeshMsg {
     /// These devices left the registry (or were kicked): close their
     /// connections on the receiving core.
     CloseDevices { devices: Vec<Box<str>> },
+    /// Live stream `stream` got (or lost) its publisher on the sending core.
+    StreamLive { stream: Box<str>, live: bool },
+    /// The sending core has (or no longer has) viewers of `stream`: its
+    /// origin sends it the stream's tags (its GOP cache first).
+    StreamViewers { stream: Box<str>, present: bool },
+    /// One tag of `stream` from its origin core.
+    StreamTag {
+        stream: Box<str>,
+        tag: crate::stream::CrossTag,
+    },
+    /// To `stream`'s owner core: may the sending core publish it? Answered
+    /// with [`MeshMsg::StreamClaimed`].
+    StreamClaim { claim: u64, stream: Box<str> },
+    /// The owner's answer to [`MeshMsg::StreamClaim`] `claim`.
+    StreamClaimed { claim: u64, granted: bool },
+    /// The sending core's publisher of `stream` left (to the owner core).
+    StreamRelease { stream: Box<str> },
 }

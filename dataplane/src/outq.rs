@@ -159,7 +159,7 @@ impl OutQueue {
         self.segments.is_empty()
     }
 
-    #[cfg(test)]
+    /// Bytes queued and not yet written.
     pub(crate) fn queued_bytes(&self) -> usize {
         self.queued_bytes
     }

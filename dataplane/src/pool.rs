@@ -417,6 +417,19 @@ impl Payload {
         (self.end - self.start) as usize
     }
 
+    /// Bytes `range` of these (clamped to them): a slice of the same
+    /// buffer, not a copy.
+    pub(crate) fn slice(&self, range: Range<usize>) -> Self {
+        let len = self.len();
+        let end = range.end.min(len);
+        let start = range.start.min(end);
+        Self {
+            bytes: self.bytes.clone(),
+            start: self.start + u32::try_from(start).unwrap_or(0),
+            end: self.start + u32::try_from(end).unwrap_or(0),
+        }
+    }
+
     /// The same bytes without the first `n`.
     pub(crate) fn skip(&self, n: usize) -> Self {
         let start = (self.start as usize + n).min(self.end as usize);

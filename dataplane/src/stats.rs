@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-use shoal_protocols::figures::{CoreFigures, MqttFigures};
+use shoal_protocols::figures::{CoreFigures, MqttFigures, StreamTotals};
 
 use crate::pool::SlabPool;
 
@@ -57,6 +57,12 @@ pub(crate) struct CoreStats {
     pub(crate) mqtt_acl_denials: Counter,
     pub(crate) mqtt_retained_refused: Counter,
     pub(crate) mqtt_subscriptions_refused: Counter,
+    pub(crate) streams_published: Counter,
+    pub(crate) stream_publish_refused: Counter,
+    pub(crate) stream_viewers_added: Counter,
+    pub(crate) stream_play_refused: Counter,
+    pub(crate) stream_skipped_tags: Counter,
+    pub(crate) stream_slow_disconnects: Counter,
     pub(crate) mqtt_takeovers: Counter,
     pub(crate) mqtt_protocol_errors: Counter,
 }
@@ -96,6 +102,15 @@ impl CoreStats {
                 protocol_errors: self.mqtt_protocol_errors.get(),
                 ..MqttFigures::default()
             },
+            stream_totals: StreamTotals {
+                published: self.streams_published.get(),
+                publish_refused: self.stream_publish_refused.get(),
+                viewers_added: self.stream_viewers_added.get(),
+                play_refused: self.stream_play_refused.get(),
+                skipped_tags: self.stream_skipped_tags.get(),
+                slow_disconnects: self.stream_slow_disconnects.get(),
+            },
+            streams: Vec::new(),
             backpressure_pauses: pool.backpressure_pauses(),
             pools: pool.figures(),
         }

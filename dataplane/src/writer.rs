@@ -70,6 +70,11 @@ impl Writer {
         self.out.borrow().is_empty()
     }
 
+    /// Bytes queued and not yet written.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.out.borrow().queued_bytes()
+    }
+
     /// Writes or queues one message made of `segments` (`total` bytes),
     /// whole or not at all. Inside a write batch it is queued and `me` is
     /// flushed when the batch ends. `force` queues it even past the limit

@@ -17,8 +17,10 @@ use crate::framing::{Framer, FramingConfig};
 use crate::topic::{validate_topic_filter, validate_topic_name};
 
 mod mqtt;
+mod streams;
 
 pub use mqtt::{MqttSettings, ProductConfig, QueueOverflow};
+pub use streams::{stream_rule_for, validate_stream_rule_name, StreamRule, StreamSettings};
 
 /// The most bytes a device id may have.
 pub const MAX_DEVICE_ID_BYTES: usize = 128;
@@ -42,6 +44,9 @@ pub struct DataPlaneConfig {
     /// Products: what their devices may publish and subscribe to.
     #[serde(default, rename = "product")]
     pub products: Vec<ProductConfig>,
+    /// Who may publish and play live streams.
+    #[serde(default, rename = "stream")]
+    pub streams: Vec<StreamRule>,
 }
 
 /// Runtime settings that apply to every core.
@@ -66,6 +71,8 @@ pub struct RuntimeSettings {
     pub max_route_hops: u8,
     /// The MQTT broker's bounds.
     pub mqtt: MqttSettings,
+    /// The live-stream hub's bounds.
+    pub streams: StreamSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -77,6 +84,7 @@ impl Default for RuntimeSettings {
             write_stall_timeout: Duration::from_secs(30),
             max_route_hops: 4,
             mqtt: MqttSettings::default(),
+            streams: StreamSettings::default(),
         }
     }
 }
@@ -131,8 +139,11 @@ pub enum ListenerProtocol {
     Udp,
     /// MQTT 3.1.1 and 5.0 over TCP.
     Mqtt,
-    /// HTTP/1.1: WebSocket upgrades (MQTT over WebSocket at `/mqtt`).
+    /// HTTP/1.1: WebSocket upgrades (MQTT over WebSocket at `/mqtt`),
+    /// live streams as HTTP-FLV and WebSocket-FLV.
     Http,
+    /// RTMP: live streams published and played.
+    Rtmp,
 }
 
 impl ListenerProtocol {
@@ -150,6 +161,7 @@ impl fmt::Display for ListenerProtocol {
             Self::Udp => "udp",
             Self::Mqtt => "mqtt",
             Self::Http => "http",
+            Self::Rtmp => "rtmp",
         })
     }
 }
@@ -214,7 +226,9 @@ pub enum ListenerAuth {
     None,
     /// The login frame is `{device_id}:{secret}` (split at the last `:`),
     /// and the device must be in the registry with that secret. On MQTT
-    /// listeners: user name = device id, password = secret.
+    /// listeners: user name = device id, password = secret. On RTMP and
+    /// HTTP listeners, live streams are served only where a `[[stream]]`
+    /// rule covers them (with `none`, any stream is).
     DeviceSecret,
 }
 
@@ -514,7 +528,7 @@ impl DataPlaneConfig {
                 return Err(ConfigError::new(
                     at,
                     "auth device_secret is for tcp (identity login_frame: the login frame \
-                     carries `{device_id}:{secret}`), mqtt and http listeners",
+                     carries `{device_id}:{secret}`), mqtt, http and rtmp listeners",
                 ));
             }
         }
@@ -526,6 +540,15 @@ impl DataPlaneConfig {
             }
             product_names.push(&p.name);
             p.validate(&at)?;
+        }
+        let mut stream_names: Vec<&str> = Vec::new();
+        for (i, rule) in self.streams.iter().enumerate() {
+            let at = format!("stream[{i}] {:?}", rule.name);
+            if stream_names.contains(&rule.name.as_str()) {
+                return Err(ConfigError::new(at, "another stream rule has this name"));
+            }
+            stream_names.push(&rule.name);
+            rule.validate(&at)?;
         }
         let mut route_names: Vec<&str> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
@@ -637,7 +660,8 @@ impl DataPlaneConfig {
                 "write_stall_timeout must be more than 0s",
             ));
         }
-        r.mqtt.validate()
+        r.mqtt.validate()?;
+        r.streams.validate()
     }
 
     fn validate_pools(&self) -> Result<(), ConfigError> {
@@ -765,6 +789,25 @@ mod tests {
         );
         let ok = "[[product]]\nname = \"p\"\npublish = [\"t/{device}/#\"]\n";
         DataPlaneConfig::from_toml(ok).unwrap().validate().unwrap();
+        let streams = "[[stream]]\nname = \"live/*\"\npublish_key = \"k\"\n";
+        DataPlaneConfig::from_toml(streams)
+            .unwrap()
+            .validate()
+            .unwrap();
+        for (bad, what) in [
+            ("[[stream]]\nname = \"live\"\n", "stream[0]"),
+            ("[[stream]]\nname = \"live/a*\"\n", "stream[0]"),
+            (
+                "[runtime.streams]\nviewer_queue_bytes = 10\n",
+                "runtime.streams",
+            ),
+        ] {
+            let e = DataPlaneConfig::from_toml(bad)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains(what), "{bad}: {e}");
+        }
         let zero = "[runtime.mqtt]\nmax_inflight = 0\n";
         let e = DataPlaneConfig::from_toml(zero)
             .unwrap()
@@ -777,7 +820,12 @@ mod tests {
     fn embedded_default_is_valid_and_loopback_only() {
         let c = default_config();
         c.validate().unwrap();
-        assert_eq!(c.listeners.len(), 4);
+        assert_eq!(c.listeners.len(), 5);
+        let rtmp = &c.listeners[4];
+        assert_eq!(
+            (rtmp.protocol, rtmp.bind.as_str(), rtmp.auth),
+            (ListenerProtocol::Rtmp, "127.0.0.1:1935", ListenerAuth::None)
+        );
         let mqtt = &c.listeners[2];
         assert_eq!(
             (mqtt.protocol, mqtt.bind.as_str(), mqtt.auth),

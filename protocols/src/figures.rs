@@ -62,6 +62,63 @@ pub struct CoreFigures {
     pub auth_failures: u64,
     /// MQTT figures of the core.
     pub mqtt: MqttFigures,
+    /// Live-stream totals of the core.
+    pub stream_totals: StreamTotals,
+    /// The live streams this core publishes or serves viewers of.
+    pub streams: Vec<StreamFigures>,
+}
+
+/// Live-stream counters of one core since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamTotals {
+    /// Publishers that went live here.
+    pub published: u64,
+    /// Publishers refused (stream in use, key, rules, limits).
+    pub publish_refused: u64,
+    /// Viewers that started here (HTTP-FLV, WebSocket-FLV, RTMP).
+    pub viewers_added: u64,
+    /// Viewers refused (unknown stream, rules).
+    pub play_refused: u64,
+    /// Tags slow viewers skipped to catch up at the next keyframe.
+    pub skipped_tags: u64,
+    /// Viewers disconnected for staying behind past `max_viewer_lag`.
+    pub slow_disconnects: u64,
+}
+
+/// One live stream as one core sees it: its origin core has the publisher
+/// figures; every core with viewers has its viewers' figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamFigures {
+    /// `app/name`.
+    pub name: String,
+    /// The core these figures are from.
+    pub core: u16,
+    /// The publisher's address, on the core it publishes to.
+    pub publisher: Option<String>,
+    /// Seconds since the publisher started (0 on other cores).
+    pub publishing_secs: u64,
+    /// Video codec of the sequence header (`avc`, `hevc`, `av1`, ...).
+    pub video_codec: String,
+    /// Audio codec of the sequence header (`aac`, ...).
+    pub audio_codec: String,
+    /// Picture size from `onMetaData` (0 when not given).
+    pub width: u32,
+    /// Picture height from `onMetaData`.
+    pub height: u32,
+    /// Media bit rate over the last seconds, kbit/s.
+    pub bitrate_kbps: u64,
+    /// Tags the core took in (from the publisher or from the origin).
+    pub tags_in: u64,
+    /// Media bytes the core took in.
+    pub bytes_in: u64,
+    /// Viewers on this core now.
+    pub viewers: u64,
+    /// Tags this core's slow viewers skipped.
+    pub skipped_tags: u64,
+    /// This core's viewers disconnected as too slow.
+    pub slow_disconnects: u64,
+    /// Bytes in this core's GOP cache of the stream.
+    pub gop_cache_bytes: u64,
 }
 
 /// The MQTT broker's figures on one core.
@@ -135,7 +192,8 @@ impl fmt::Display for CoreFigures {
              mesh_sent={} mesh_received={} mesh_drops={} route_republished={} route_dropped={} \
              forward_sent={} forward_drops={} backpressure={} auth_failures={} \
              mqtt_sessions={} mqtt_offline={} mqtt_retained={} mqtt_queue_drops={} \
-             mqtt_acl_denials={} mqtt_protocol_errors={} mqtt_subscriptions_refused={}",
+             mqtt_acl_denials={} mqtt_protocol_errors={} mqtt_subscriptions_refused={} \
+             streams_published={} stream_viewers={} stream_skipped={} stream_slow_disconnects={}",
             self.core,
             self.connections,
             self.accepted,
@@ -164,6 +222,10 @@ impl fmt::Display for CoreFigures {
             self.mqtt.acl_denials,
             self.mqtt.protocol_errors,
             self.mqtt.subscriptions_refused,
+            self.stream_totals.published,
+            self.streams.iter().map(|s| s.viewers).sum::<u64>(),
+            self.stream_totals.skipped_tags,
+            self.stream_totals.slow_disconnects,
         )?;
         for p in &self.pools {
             write!(

@@ -29,11 +29,14 @@
     )
 )]
 
+pub mod amf0;
 pub mod config;
 pub mod control;
 pub mod figures;
+pub mod flv;
 pub mod framing;
 pub mod http1;
 pub mod mqtt;
+pub mod rtmp;
 pub mod topic;
 pub mod websocket;

@@ -126,7 +126,13 @@ fn shoalctl_checks_a_config_to_json() {
         .collect();
     assert_eq!(
         names,
-        ["tcp-default", "udp-default", "mqtt-default", "http-default"],
+        [
+            "tcp-default",
+            "udp-default",
+            "mqtt-default",
+            "http-default",
+            "rtmp-default"
+        ],
         "{doc}"
     );
     assert_eq!(listeners[0]["protocol"], "tcp", "{doc}");
@@ -270,7 +276,7 @@ fn controlplane_accepts_the_default_config() {
     let out = run_on_file(CONTROLPLANE, &["check"], &default);
     out.assert_exit_code(0);
     assert!(
-        out.stdout.contains(": ok (4 listeners, 0 routes)"),
+        out.stdout.contains(": ok (5 listeners, 0 routes)"),
         "{out:?}"
     );
 }

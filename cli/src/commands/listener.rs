@@ -31,6 +31,7 @@ pub(crate) fn listener_of(args: &ListenerAddArgs) -> Listener {
         ProtocolArg::Udp => (ListenerProtocol::Udp, None, Identity::PeerAddress),
         ProtocolArg::Mqtt => (ListenerProtocol::Mqtt, None, Identity::LoginFrame),
         ProtocolArg::Http => (ListenerProtocol::Http, None, Identity::LoginFrame),
+        ProtocolArg::Rtmp => (ListenerProtocol::Rtmp, None, Identity::LoginFrame),
     };
     Listener {
         name: args.name.clone(),

@@ -174,6 +174,7 @@ impl DesiredState {
             &self.listeners,
             &self.routes,
             &self.products,
+            &self.streams,
         )
     }
 }

@@ -24,9 +24,12 @@
 mod acl;
 mod broker;
 mod conn;
+mod connect;
+mod packets;
 mod retained;
 mod session;
 mod task;
+mod ws_input;
 
 use std::net::SocketAddr;
 use std::rc::Rc;

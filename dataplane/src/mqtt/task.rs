@@ -1,6 +1,9 @@
-//! The task of one MQTT connection: CONNECT (authentication, session
-//! take-over across cores), then packets until the end; the will and the
-//! session's fate when it ends.
+//! The task of one MQTT connection: the loop that reads the socket (TCP,
+//! or WebSocket frames unwrapped on the way in) into a pool buffer,
+//! decodes every whole packet in it and hands it to [`super::connect`]
+//! (the first, CONNECT) or [`super::packets`] (the rest), waits where a
+//! step needs the other cores, and at the end sends the last word, settles
+//! the will and the session's fate, and logs why the connection ended.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -13,28 +16,23 @@ use std::time::{Duration, Instant};
 use futures_lite::future::FutureExt;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
-use shoal_protocols::config::{validate_device_id, ListenerAuth};
-use shoal_protocols::control::SecretDigest;
 use shoal_protocols::mqtt::{
-    decode, read_fixed_header, ConnAck, Decoded, MqttError, Packet, Properties, QoS, ReasonCode,
-    RetainHandling, SubAck, UnsubAck, Version,
+    decode, read_fixed_header, Decoded, MqttError, Packet, Properties, ReasonCode, SubAck, Version,
 };
-use shoal_protocols::topic::{validate_topic_filter, validate_topic_name};
-use shoal_protocols::websocket::{decode_frame, encode_close, unmask, CloseCode, Opcode, Role};
+use shoal_protocols::websocket::{encode_close, CloseCode};
 use tracing::{debug, info, warn};
 
 use super::acl::DeviceAcl;
-use super::broker::{
-    publish_will, retain_everywhere, split_shared, subscribe_entry, unpack, unsubscribe_entry,
-};
-use super::conn::{close_code, keepalive_grace, AckKind, MqttConn, Transport};
+use super::broker::publish_will;
+use super::conn::{close_code, AckKind, MqttConn, Transport};
+use super::connect::{connect, connect_request, refuse_connect_error, ConnectRequest};
+use super::packets::handle;
 use super::session::{Outgoing, Session, Will};
+use super::ws_input::WsInput;
 use super::MqttListenerRt;
-use crate::auth::{authenticate, AuthFailure, Credentials};
 use crate::core::{CloseReason, ConnId, Connection, Core};
-use crate::message::{Message, Origin, PublishProps};
 use crate::outq::recv_nonblocking;
-use crate::pool::{Payload, PoolBuf};
+use crate::pool::PoolBuf;
 use crate::writer::{FlushEnd, Writer};
 
 /// Bytes asked of the pool for a fresh read.
@@ -81,41 +79,25 @@ impl From<FlushEnd> for End {
 
 /// What the connection knows once CONNECT is accepted.
 #[derive(Debug, Default)]
-struct Client {
-    session: Option<Rc<Session>>,
-    device: Option<Rc<str>>,
-    acl: Option<DeviceAcl>,
-    will: Option<Will>,
+pub(super) struct Client {
+    pub(super) session: Option<Rc<Session>>,
+    pub(super) device: Option<Rc<str>>,
+    pub(super) acl: Option<DeviceAcl>,
+    pub(super) will: Option<Will>,
     /// Inbound Topic Alias → topic.
-    aliases: Vec<Option<Rc<str>>>,
+    pub(super) aliases: Vec<Option<Rc<str>>>,
     /// Topic Alias Maximum announced to the client.
-    alias_max: u16,
+    pub(super) alias_max: u16,
     /// The topic of the last PUBLISH without an alias.
-    last_topic: Option<Rc<str>>,
+    pub(super) last_topic: Option<Rc<str>>,
     /// Silence allowed before the connection is dropped.
-    grace: Option<Duration>,
+    pub(super) grace: Option<Duration>,
     /// The Session Expiry the client asked for at connect, seconds.
-    connect_expiry: u32,
-}
-
-/// A CONNECT, owned, waiting for the registry and the other cores.
-#[derive(Debug)]
-struct ConnectRequest {
-    version: Version,
-    clean_start: bool,
-    keep_alive_secs: u16,
-    client_id: String,
-    username: Option<String>,
-    password: Option<Vec<u8>>,
-    will: Option<Will>,
-    session_expiry: u32,
-    receive_maximum: u16,
-    max_packet_size: u32,
-    auth_method: bool,
+    pub(super) connect_expiry: u32,
 }
 
 /// Decoding ran into something that needs the task to wait.
-enum Step {
+pub(super) enum Step {
     Continue,
     Connect(Box<ConnectRequest>),
     /// A SUBACK that goes out once the other cores know the new
@@ -135,11 +117,11 @@ enum Step {
 
 /// A SUBACK waiting for the other cores, and the retained messages that
 /// follow it.
-struct PendingSubAck {
-    mark: u64,
-    packet_id: u16,
-    codes: Vec<ReasonCode>,
-    retained: Vec<Outgoing>,
+pub(super) struct PendingSubAck {
+    pub(super) mark: u64,
+    pub(super) packet_id: u16,
+    pub(super) codes: Vec<ReasonCode>,
+    pub(super) retained: Vec<Outgoing>,
 }
 
 /// How long a SUBACK or a retained publish's acknowledgement waits for the
@@ -439,17 +421,10 @@ async fn run(
 
 /// The MQTT byte stream of a connection, and (WebSocket) the frames it
 /// comes in.
-struct Input {
+pub(super) struct Input {
     /// MQTT bytes not decoded yet.
     rx: Option<PoolBuf>,
-    ws: Option<WsInput>,
-}
-
-/// Undecoded WebSocket bytes (bounded: one frame head plus the largest
-/// packet).
-#[derive(Default)]
-struct WsInput {
-    raw: Vec<u8>,
+    pub(super) ws: Option<WsInput>,
 }
 
 impl Input {
@@ -471,74 +446,12 @@ impl Input {
         if self.ws.is_none() {
             return self.push_mqtt(core, bytes).await;
         }
-        let max = conn_max_packet(conn) + 64 * 1024;
-        let Some(ws) = self.ws.as_mut() else {
-            return Ok(());
-        };
-        ws.raw.extend_from_slice(bytes);
-        let mut raw = std::mem::take(&mut ws.raw);
-        let mut pos = 0;
-        let result = loop {
-            let rest = raw.get_mut(pos..).unwrap_or_default();
-            match decode_frame(rest, Role::Server, max as u64) {
-                Ok(Decoded::Incomplete) => break Ok(()),
-                Err(e) => {
-                    break Err(End::Protocol(
-                        ReasonCode::MalformedPacket,
-                        format!("websocket: {e}"),
-                    ))
-                }
-                Ok(Decoded::Frame { frame, consumed }) => {
-                    let payload = rest.get_mut(frame.payload.clone()).unwrap_or_default();
-                    if let Some(mask) = frame.mask {
-                        unmask(payload, mask);
-                    }
-                    pos += consumed;
-                    match frame.opcode {
-                        Opcode::Binary | Opcode::Continuation => {
-                            if let Err(e) = self.push_mqtt(core, payload).await {
-                                break Err(e);
-                            }
-                        }
-                        Opcode::Text => {
-                            break Err(End::Protocol(
-                                ReasonCode::MalformedPacket,
-                                "websocket: MQTT travels in binary frames, got a text frame".into(),
-                            ))
-                        }
-                        Opcode::Ping => {
-                            let mut pong = Vec::new();
-                            shoal_protocols::websocket::encode_frame(
-                                &mut pong,
-                                true,
-                                Opcode::Pong,
-                                payload,
-                                None,
-                            );
-                            conn.send_raw(&pong);
-                        }
-                        Opcode::Pong => {}
-                        Opcode::Close => break Err(End::PeerClosed),
-                    }
-                }
-            }
-        };
-        raw.drain(..pos.min(raw.len()));
-        if raw.len() > max {
-            return Err(End::Protocol(
-                ReasonCode::PacketTooLarge,
-                "websocket frame too large".into(),
-            ));
-        }
-        if let Some(ws) = self.ws.as_mut() {
-            ws.raw = raw;
-        }
-        result
+        self.feed_websocket(core, conn, bytes).await
     }
 
     /// Appends MQTT bytes to the receive buffer, moving it to a larger one
     /// when the packet being read needs it.
-    async fn push_mqtt(&mut self, core: &Core, mut bytes: &[u8]) -> Result<(), End> {
+    pub(super) async fn push_mqtt(&mut self, core: &Core, mut bytes: &[u8]) -> Result<(), End> {
         while !bytes.is_empty() {
             let mut buf = self.rx_with_room(core, bytes.len()).await?;
             let room = buf.capacity() - buf.len();
@@ -610,10 +523,6 @@ impl Input {
             Err(e) => Err(End::Io(e)),
         }
     }
-}
-
-fn conn_max_packet(conn: &MqttConn) -> usize {
-    conn.max_packet_in.get() as usize
 }
 
 /// Handles every whole packet buffered; a CONNECT waits for the registry
@@ -748,598 +657,4 @@ fn decode_all(
         }
     }
     Ok((pos, Step::Continue))
-}
-
-/// A CONNECT the codec refused: the client still gets a CONNACK saying
-/// why, in its own version when its protocol level is readable (the 3.1.1
-/// form otherwise).
-fn refuse_connect_error(conn: &MqttConn, bytes: &[u8], e: &MqttError) {
-    let code = e.reason_code();
-    // CONNECT: fixed header, then "MQTT" (2-byte length + 4 bytes), then
-    // the protocol level.
-    let level = match read_fixed_header(bytes, u32::MAX) {
-        Ok(Decoded::Frame { frame, .. }) => bytes.get(frame.header_len + 6).copied(),
-        _ => None,
-    };
-    let version = match level {
-        Some(5) if !matches!(e, MqttError::UnsupportedProtocol { .. }) => Version::V5,
-        _ => Version::V311,
-    };
-    conn.version.set(version);
-    conn.send_packet(&Packet::ConnAck(ConnAck {
-        session_present: false,
-        code,
-        properties: Properties::default(),
-    }));
-}
-
-fn owned_props(p: &Properties<'_>, now: Instant) -> Option<Rc<PublishProps>> {
-    let any = p.payload_format_indicator.is_some()
-        || p.message_expiry_interval.is_some()
-        || p.content_type.is_some()
-        || p.response_topic.is_some()
-        || p.correlation_data.is_some()
-        || !p.user_properties.is_empty();
-    any.then(|| {
-        Rc::new(PublishProps {
-            payload_format_indicator: p.payload_format_indicator,
-            expires_at: p
-                .message_expiry_interval
-                .map(|s| now + Duration::from_secs(u64::from(s))),
-            content_type: p.content_type.map(Into::into),
-            response_topic: p.response_topic.map(Into::into),
-            correlation_data: p.correlation_data.map(Into::into),
-            user_properties: p
-                .user_properties
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-        })
-    })
-}
-
-fn connect_request(c: &shoal_protocols::mqtt::Connect<'_>) -> Result<ConnectRequest, End> {
-    let now = Instant::now();
-    let will = match &c.will {
-        Some(w) => {
-            validate_topic_name(w.topic).map_err(|e| {
-                End::Protocol(ReasonCode::TopicNameInvalid, format!("will topic: {e}"))
-            })?;
-            Some(Will {
-                topic: w.topic.into(),
-                payload: Payload::heap(w.payload),
-                qos: w.qos as u8,
-                retain: w.retain,
-                props: owned_props(&w.properties, now),
-                delay: Duration::from_secs(u64::from(
-                    w.properties.will_delay_interval.unwrap_or(0),
-                )),
-            })
-        }
-        None => None,
-    };
-    Ok(ConnectRequest {
-        version: c.version,
-        clean_start: c.clean_start,
-        keep_alive_secs: c.keep_alive_secs,
-        client_id: c.client_id.to_owned(),
-        username: c.username.map(str::to_owned),
-        password: c.password.map(<[u8]>::to_vec),
-        will,
-        session_expiry: c.properties.session_expiry_interval.unwrap_or(0),
-        receive_maximum: c.properties.receive_maximum.unwrap_or(u16::MAX),
-        max_packet_size: c.properties.maximum_packet_size.unwrap_or(0),
-        auth_method: c.properties.authentication_method.is_some(),
-    })
-}
-
-/// Sends a refusing CONNACK and ends.
-fn refuse(conn: &MqttConn, code: ReasonCode, why: impl Into<String>) -> End {
-    conn.send_packet(&Packet::ConnAck(ConnAck {
-        session_present: false,
-        code,
-        properties: Properties::default(),
-    }));
-    End::Refused(code, why.into())
-}
-
-/// Authenticates, takes the session over from wherever it is, answers
-/// CONNACK.
-async fn connect(
-    core: &Rc<Core>,
-    rt: &Rc<MqttListenerRt>,
-    conn: &Rc<MqttConn>,
-    id: ConnId,
-    client: &mut Client,
-    req: ConnectRequest,
-) -> Result<(), End> {
-    conn.version.set(req.version);
-    conn.max_packet_out.set(req.max_packet_size);
-    if req.auth_method {
-        return Err(refuse(
-            conn,
-            ReasonCode::BadAuthenticationMethod,
-            "extended authentication is not supported",
-        ));
-    }
-    // Who is it?
-    if rt.auth == ListenerAuth::DeviceSecret {
-        let (Some(user), Some(password)) = (&req.username, &req.password) else {
-            core.stats.auth_failures.inc();
-            return Err(refuse(conn, ReasonCode::BadUserNameOrPassword, "device authentication failed: user name (device id) and password (secret) are required"));
-        };
-        if let Err(e) = validate_device_id(user) {
-            core.stats.auth_failures.inc();
-            return Err(refuse(
-                conn,
-                ReasonCode::BadUserNameOrPassword,
-                format!("device authentication failed: {e}"),
-            ));
-        }
-        let device: Rc<str> = user.as_str().into();
-        let credentials = Credentials {
-            device: Rc::clone(&device),
-            digest: SecretDigest::of(user, password),
-        };
-        match authenticate(core, &credentials).await {
-            Ok(product) => {
-                client.acl = Some(core.mqtt.acl().for_device(&product, &device));
-                client.device = Some(device);
-            }
-            Err(failure) => {
-                core.stats.auth_failures.inc();
-                let code = match failure {
-                    AuthFailure::Busy | AuthFailure::NoAnswer => ReasonCode::ServerBusy,
-                    _ => ReasonCode::BadUserNameOrPassword,
-                };
-                return Err(refuse(
-                    conn,
-                    code,
-                    format!("device {device:?} authentication failed: {failure}"),
-                ));
-            }
-        }
-    }
-    let mut will = req.will;
-    if let (Some(w), Some(acl)) = (&will, &client.acl) {
-        if !acl.may_publish(&w.topic) {
-            core.stats.mqtt_acl_denials.inc();
-            return Err(refuse(
-                conn,
-                ReasonCode::NotAuthorized,
-                format!("will topic {:?} is not allowed", w.topic),
-            ));
-        }
-    }
-    // The client id: given, or assigned.
-    let mut assigned = None;
-    let client_id: Rc<str> = if req.client_id.is_empty() {
-        if req.version == Version::V311 && !req.clean_start {
-            return Err(refuse(
-                conn,
-                ReasonCode::ClientIdentifierNotValid,
-                "an empty client id needs a clean session",
-            ));
-        }
-        let generated = format!("shoal-{}-{}", core.index, core.mqtt.assign_id());
-        assigned = Some(generated.clone());
-        generated.into()
-    } else {
-        req.client_id.as_str().into()
-    };
-    let settings = core.settings.borrow().mqtt.clone();
-    let max_expiry = u32::try_from(settings.max_session_expiry.as_secs()).unwrap_or(u32::MAX);
-    let expiry_secs = match req.version {
-        Version::V5 => req.session_expiry.min(max_expiry),
-        Version::V311 if req.clean_start => 0,
-        Version::V311 => max_expiry,
-    };
-    // Take the session from this core and from the others.
-    let local = core.mqtt.take_local(core, &client_id, req.clean_start);
-    let remote = core
-        .mqtt
-        .claim_remote(core, &client_id, req.clean_start)
-        .await;
-    if conn.close.borrow().is_some() {
-        return Err(End::Closed(
-            conn.close
-                .borrow_mut()
-                .take()
-                .unwrap_or(CloseReason::TakenOver),
-        ));
-    }
-    let (session, present) = match (local, remote) {
-        (Some(s), _) => {
-            core.mqtt.reinsert(&s);
-            (s, true)
-        }
-        (None, Some(transfer)) => {
-            let s = core
-                .mqtt
-                .new_session(core, Rc::clone(&client_id), req.version);
-            unpack(core, &s, *transfer);
-            (s, true)
-        }
-        (None, None) => (
-            core.mqtt
-                .new_session(core, Rc::clone(&client_id), req.version),
-            false,
-        ),
-    };
-    core.mqtt.mark_online(&session);
-    {
-        let mut st = session.state.borrow_mut();
-        st.version = req.version;
-        st.conn = Some(Rc::clone(conn));
-        st.will_due = None;
-        st.expiry = Duration::from_secs(u64::from(expiry_secs));
-        st.send_window = usize::from(req.receive_maximum.min(settings.max_inflight).max(1));
-    }
-    client.session = Some(Rc::clone(&session));
-    client.connect_expiry = expiry_secs;
-    client.grace = keepalive_grace(req.keep_alive_secs);
-    // The alias table is made when a client first sets an alias.
-    client.alias_max = settings.max_topic_aliases;
-    client.will = will.take();
-    let mut properties = Properties::default();
-    if req.version == Version::V5 {
-        properties.receive_maximum = Some(settings.max_inflight);
-        properties.maximum_packet_size = Some(conn.max_packet_in.get());
-        properties.topic_alias_maximum = Some(settings.max_topic_aliases);
-        properties.retain_available = Some(1);
-        properties.shared_subscription_available = Some(1);
-        properties.wildcard_subscription_available = Some(1);
-        properties.subscription_identifier_available = Some(1);
-        properties.assigned_client_identifier = assigned.as_deref();
-        if req.session_expiry != expiry_secs {
-            properties.session_expiry_interval = Some(expiry_secs);
-        }
-        properties.maximum_qos = None;
-    }
-    conn.send_packet(&Packet::ConnAck(ConnAck {
-        session_present: present,
-        code: ReasonCode::Success,
-        properties,
-    }));
-    if let Some(device) = &client.device {
-        core.device_online(id, Rc::clone(device));
-    }
-    debug!(listener = %rt.name, peer = %conn.peer, client_id = %client_id, session_present = present, "mqtt client connected");
-    session.resend_inflight();
-    Ok(())
-}
-
-/// Handles one packet of a connected client.
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    core: &Rc<Core>,
-    rt: &Rc<MqttListenerRt>,
-    conn: &Rc<MqttConn>,
-    client: &mut Client,
-    shared: &Rc<PoolBuf>,
-    start: usize,
-    packet: Packet<'_>,
-    read_end: Option<Instant>,
-) -> Result<Option<Step>, End> {
-    let Some(session) = client.session.clone() else {
-        return Ok(None);
-    };
-    let v5 = conn.version.get() == Version::V5;
-    match packet {
-        Packet::Publish(p) => {
-            // Resolve the Topic Alias.
-            let topic: Rc<str> = match p.properties.topic_alias {
-                Some(alias) => {
-                    if client.aliases.is_empty() && alias <= client.alias_max {
-                        client.aliases = vec![None; usize::from(client.alias_max)];
-                    }
-                    let slot = client
-                        .aliases
-                        .get_mut(usize::from(alias).wrapping_sub(1))
-                        .ok_or_else(|| {
-                            End::Protocol(
-                                ReasonCode::TopicAliasInvalid,
-                                format!("topic alias {alias} is above the maximum"),
-                            )
-                        })?;
-                    if p.topic.is_empty() {
-                        slot.clone().ok_or_else(|| {
-                            End::Protocol(
-                                ReasonCode::ProtocolError,
-                                format!("topic alias {alias} was never set"),
-                            )
-                        })?
-                    } else {
-                        let t: Rc<str> = p.topic.into();
-                        *slot = Some(Rc::clone(&t));
-                        t
-                    }
-                }
-                // A device mostly publishes to the same topic: reuse it.
-                None => match &client.last_topic {
-                    Some(t) if **t == *p.topic => Rc::clone(t),
-                    _ => {
-                        let t: Rc<str> = p.topic.into();
-                        client.last_topic = Some(Rc::clone(&t));
-                        t
-                    }
-                },
-            };
-            validate_topic_name(&topic).map_err(|e| {
-                End::Protocol(ReasonCode::TopicNameInvalid, format!("publish topic: {e}"))
-            })?;
-            let packet_id = p.packet_id.unwrap_or(0);
-            if p.qos == QoS::ExactlyOnce {
-                let mut st = session.state.borrow_mut();
-                if st.incoming_qos2.contains(&packet_id) {
-                    // A resend of one we have: acknowledge again only.
-                    drop(st);
-                    conn.send_ack(AckKind::Rec, packet_id, ReasonCode::Success);
-                    return Ok(None);
-                }
-                let max = usize::from(core.settings.borrow().mqtt.max_inflight);
-                if st.incoming_qos2.len() >= max {
-                    return Err(End::Protocol(
-                        ReasonCode::ReceiveMaximumExceeded,
-                        format!("more than {max} QoS 2 publishes unacknowledged"),
-                    ));
-                }
-                st.incoming_qos2.insert(packet_id);
-            }
-            let allowed = client.acl.as_ref().is_none_or(|a| a.may_publish(&topic));
-            let mut retained_mark = 0;
-            let code = if allowed {
-                let range = {
-                    let base = shared.filled().as_ptr() as usize;
-                    let at = (p.payload.as_ptr() as usize).saturating_sub(base);
-                    at..at + p.payload.len()
-                };
-                let _ = start;
-                let msg = Message {
-                    topic,
-                    payload: Payload::new(Rc::clone(shared), range),
-                    qos: p.qos as u8,
-                    retain: p.retain,
-                    origin: Origin {
-                        listener: Some(Rc::clone(&rt.name)),
-                        device: client.device.clone(),
-                        session: session.key,
-                    },
-                    hops: 0,
-                    props: if v5 {
-                        owned_props(&p.properties, Instant::now())
-                    } else {
-                        None
-                    },
-                };
-                if msg.retain {
-                    retain_everywhere(core, &msg);
-                    if p.qos != QoS::AtMostOnce {
-                        retained_mark = core.interest_mark();
-                    }
-                }
-                core.publish_read(msg, read_end);
-                ReasonCode::Success
-            } else {
-                core.stats.mqtt_acl_denials.inc();
-                if let Some(more) = rt.error_log.allow() {
-                    warn!(listener = %rt.name, client_id = %session.client_id, topic = %topic, suppressed = more, "publish refused: not allowed for the device's product");
-                }
-                ReasonCode::NotAuthorized
-            };
-            let code = if v5 { code } else { ReasonCode::Success };
-            let kind = match p.qos {
-                QoS::AtMostOnce => return Ok(None),
-                QoS::AtLeastOnce => AckKind::Ack,
-                QoS::ExactlyOnce => {
-                    if code.is_error() {
-                        session.state.borrow_mut().incoming_qos2.remove(&packet_id);
-                    }
-                    AckKind::Rec
-                }
-            };
-            if retained_mark != 0 {
-                return Ok(Some(Step::RetainedAck {
-                    mark: retained_mark,
-                    kind,
-                    packet_id,
-                    code,
-                }));
-            }
-            conn.send_ack(kind, packet_id, code);
-        }
-        Packet::PubAck(a) | Packet::PubComp(a) => {
-            session.acknowledged(a.packet_id);
-        }
-        Packet::PubRec(a) => {
-            if a.code.is_error() {
-                session.acknowledged(a.packet_id);
-            } else if session.received(a.packet_id) {
-                conn.send_pubrel(a.packet_id);
-            } else {
-                conn.send_ack(
-                    AckKind::Rel,
-                    a.packet_id,
-                    ReasonCode::PacketIdentifierNotFound,
-                );
-            }
-        }
-        Packet::PubRel(a) => {
-            let known = session
-                .state
-                .borrow_mut()
-                .incoming_qos2
-                .remove(&a.packet_id);
-            let code = if known || !v5 {
-                ReasonCode::Success
-            } else {
-                ReasonCode::PacketIdentifierNotFound
-            };
-            conn.send_ack(AckKind::Comp, a.packet_id, code);
-        }
-        Packet::Subscribe(s) => {
-            return Ok(Some(Step::SubAck(Box::new(subscribe(
-                core, rt, conn, client, &session, &s,
-            )))));
-        }
-        Packet::Unsubscribe(u) => {
-            let mut codes = Vec::with_capacity(u.filters.len());
-            for filter in &u.filters {
-                let entry = session.state.borrow_mut().subs.remove(*filter);
-                codes.push(match entry {
-                    Some(e) => {
-                        unsubscribe_entry(core, filter, &e.handle);
-                        ReasonCode::Success
-                    }
-                    None => ReasonCode::NoSubscriptionExisted,
-                });
-            }
-            conn.send_packet(&Packet::UnsubAck(UnsubAck {
-                packet_id: u.packet_id,
-                codes,
-                properties: Properties::default(),
-            }));
-        }
-        Packet::PingReq => {
-            conn.send_packet(&Packet::PingResp);
-        }
-        Packet::Disconnect(d) => {
-            if let Some(expiry) = d.properties.session_expiry_interval {
-                if client.connect_expiry == 0 && expiry > 0 {
-                    return Err(End::Protocol(
-                        ReasonCode::ProtocolError,
-                        "session expiry set on DISCONNECT after 0 at CONNECT".into(),
-                    ));
-                }
-                let max = core.settings.borrow().mqtt.max_session_expiry;
-                session.state.borrow_mut().expiry = Duration::from_secs(u64::from(expiry)).min(max);
-            }
-            return Err(End::Disconnected(d.code));
-        }
-        Packet::Connect(_) => {
-            return Err(End::Protocol(
-                ReasonCode::ProtocolError,
-                "a second CONNECT".into(),
-            ));
-        }
-        Packet::Auth(_) => {
-            return Err(End::Protocol(
-                ReasonCode::ProtocolError,
-                "AUTH without extended authentication".into(),
-            ));
-        }
-        Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-            return Err(End::Protocol(
-                ReasonCode::ProtocolError,
-                "a packet only a server sends".into(),
-            ));
-        }
-    }
-    Ok(None)
-}
-
-fn subscribe(
-    core: &Rc<Core>,
-    rt: &Rc<MqttListenerRt>,
-    conn: &Rc<MqttConn>,
-    client: &Client,
-    session: &Rc<Session>,
-    s: &shoal_protocols::mqtt::Subscribe<'_>,
-) -> PendingSubAck {
-    let v5 = conn.version.get() == Version::V5;
-    let sub_id = s.properties.subscription_identifiers.first().copied();
-    let mut codes = Vec::with_capacity(s.filters.len());
-    let mut retained: Vec<Outgoing> = Vec::new();
-    let now = Instant::now();
-    for (filter, options) in &s.filters {
-        let (inner, is_shared) = match split_shared(filter) {
-            Some((group, inner)) => {
-                if group.is_empty() || group.contains(['+', '#']) {
-                    codes.push(ReasonCode::TopicFilterInvalid);
-                    continue;
-                }
-                (inner, true)
-            }
-            None => (*filter, false),
-        };
-        if validate_topic_filter(inner).is_err() || (is_shared && options.no_local) {
-            codes.push(ReasonCode::TopicFilterInvalid);
-            continue;
-        }
-        if let Some(acl) = &client.acl {
-            if !acl.may_subscribe(inner) {
-                core.stats.mqtt_acl_denials.inc();
-                if let Some(more) = rt.error_log.allow() {
-                    warn!(listener = %rt.name, client_id = %session.client_id, filter = %filter, suppressed = more, "subscription refused: not allowed for the device's product");
-                }
-                codes.push(ReasonCode::NotAuthorized);
-                continue;
-            }
-        }
-        let max_subs = core.settings.borrow().mqtt.max_subscriptions as usize;
-        let full = {
-            let st = session.state.borrow();
-            st.subs.len() >= max_subs && !st.subs.contains_key(*filter)
-        };
-        if full {
-            core.stats.mqtt_subscriptions_refused.inc();
-            if let Some(more) = rt.error_log.allow() {
-                warn!(listener = %rt.name, client_id = %session.client_id, filter = %filter, max_subscriptions = max_subs, suppressed = more, "subscription refused: the session holds max_subscriptions filters");
-            }
-            codes.push(ReasonCode::QuotaExceeded);
-            continue;
-        }
-        let existed = subscribe_entry(core, session, filter, *options, sub_id);
-        codes.push(match options.qos {
-            QoS::AtMostOnce => ReasonCode::Success,
-            QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-            QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-        });
-        let send_retained = !is_shared
-            && match options.retain_handling {
-                RetainHandling::OnSubscribe => true,
-                RetainHandling::OnNewSubscribe => !existed,
-                RetainHandling::Never => false,
-            };
-        if send_retained {
-            core.mqtt
-                .retained
-                .borrow()
-                .for_each_match(inner, now, |topic, r| {
-                    retained.push(Outgoing {
-                        topic: Rc::clone(topic),
-                        payload: r.payload.clone(),
-                        qos: QoS::from_bits(r.qos.min(options.qos as u8)).unwrap_or_default(),
-                        retain: true,
-                        props: r.props.clone(),
-                        sub_id,
-                    });
-                });
-        }
-    }
-    let codes = if v5 {
-        codes
-    } else {
-        codes
-            .into_iter()
-            .map(|c| {
-                if c.is_error() {
-                    ReasonCode::UnspecifiedError
-                } else {
-                    c
-                }
-            })
-            .collect()
-    };
-    let mark = if codes.iter().any(|c| !c.is_error()) {
-        core.interest_mark()
-    } else {
-        0
-    };
-    PendingSubAck {
-        mark,
-        packet_id: s.packet_id,
-        codes,
-        retained,
-    }
 }

@@ -163,8 +163,10 @@ pub enum ListenerProtocol {
     Udp,
     /// MQTT over TCP.
     Mqtt,
-    /// HTTP/1.1 (WebSocket upgrades).
+    /// HTTP/1.1 (WebSocket upgrades, HTTP-FLV).
     Http,
+    /// RTMP (live streams).
+    Rtmp,
 }
 
 /// [`framing::FramingConfig`] on the wire.
@@ -379,6 +381,7 @@ impl From<&config::ListenerConfig> for Listener {
                 config::ListenerProtocol::Udp => ListenerProtocol::Udp,
                 config::ListenerProtocol::Mqtt => ListenerProtocol::Mqtt,
                 config::ListenerProtocol::Http => ListenerProtocol::Http,
+                config::ListenerProtocol::Rtmp => ListenerProtocol::Rtmp,
             },
             bind: l.bind.clone(),
             max_connections: l.max_connections,
@@ -409,6 +412,7 @@ impl From<&Listener> for config::ListenerConfig {
                 ListenerProtocol::Udp => config::ListenerProtocol::Udp,
                 ListenerProtocol::Mqtt => config::ListenerProtocol::Mqtt,
                 ListenerProtocol::Http => config::ListenerProtocol::Http,
+                ListenerProtocol::Rtmp => config::ListenerProtocol::Rtmp,
             },
             bind: l.bind.clone(),
             max_connections: l.max_connections,
@@ -509,14 +513,16 @@ impl From<&Product> for config::ProductConfig {
     }
 }
 
-/// The data-plane config that `listeners`, `routes` (in this order) and
-/// `products` give, with the data plane's own runtime and pool settings.
+/// The data-plane config that `listeners`, `routes` (in this order),
+/// `products` and `streams` give, with the data plane's own runtime and
+/// pool settings.
 pub fn to_dataplane_config(
     runtime: config::RuntimeSettings,
     pools: config::PoolSettings,
     listeners: &[Listener],
     routes: &[Route],
     products: &[Product],
+    streams: &[Stream],
 ) -> config::DataPlaneConfig {
     config::DataPlaneConfig {
         runtime,
@@ -524,5 +530,26 @@ pub fn to_dataplane_config(
         listeners: listeners.iter().map(config::ListenerConfig::from).collect(),
         routes: routes.iter().map(config::RouteConfig::from).collect(),
         products: products.iter().map(config::ProductConfig::from).collect(),
+        streams: streams.iter().map(config::StreamRule::from).collect(),
+    }
+}
+
+impl From<&config::StreamRule> for Stream {
+    fn from(s: &config::StreamRule) -> Self {
+        Self {
+            name: s.name.clone(),
+            publish_key: s.publish_key.clone(),
+            allow_play: s.allow_play,
+        }
+    }
+}
+
+impl From<&Stream> for config::StreamRule {
+    fn from(s: &Stream) -> Self {
+        Self {
+            name: s.name.clone(),
+            publish_key: s.publish_key.clone(),
+            allow_play: s.allow_play,
+        }
     }
 }

@@ -311,12 +311,14 @@ fn config_round_trips_through_the_wire_types() {
     let listeners: Vec<Listener> = config.listeners.iter().map(Listener::from).collect();
     let routes: Vec<Route> = config.routes.iter().map(Route::from).collect();
     let products: Vec<Product> = config.products.iter().map(Product::from).collect();
+    let streams: Vec<Stream> = config.streams.iter().map(Stream::from).collect();
     let back = to_dataplane_config(
         config.runtime.clone(),
         config.pools.clone(),
         &listeners,
         &routes,
         &products,
+        &streams,
     );
     assert_eq!(back, config);
 }
