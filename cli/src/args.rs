@@ -86,7 +86,8 @@ pub(crate) enum Command {
     /// Add or remove routes.
     #[command(subcommand)]
     Route(RouteCommand),
-    /// Add or remove live-stream rules.
+    /// Add or remove live-stream rules; list live streams, end a
+    /// publisher.
     #[command(subcommand)]
     Stream(StreamCommand),
     /// Live figures of every core: connections, messages, bytes, drops,
@@ -381,6 +382,20 @@ pub(crate) enum StreamCommand {
         /// Its name.
         name: String,
     },
+    /// List the live streams of every connected data plane: publisher,
+    /// uptime, codecs, size, bit rate, viewers (total and per core),
+    /// skipped tags, slow viewers disconnected.
+    #[command(
+        after_help = "Example:\n  shoalctl stream list\n  shoalctl -o json stream list | jq '.[].viewers'"
+    )]
+    List,
+    /// End a live stream's publisher (its RTMP connection closes) on
+    /// whichever data plane and core it publishes to.
+    #[command(after_help = "Example:\n  shoalctl stream kick live/cam1")]
+    Kick {
+        /// The stream, `app/name`.
+        name: String,
+    },
 }
 
 /// `stats`.
@@ -483,6 +498,20 @@ mod tests {
         assert!(parse(&[]).is_err());
         assert!(parse(&["--drop", "--republish", "x"]).is_err());
         assert!(parse(&["--forward-tcp", "127.0.0.1:9", "--framing", "line"]).is_ok());
+    }
+
+    #[test]
+    fn stream_list_and_kick_parse() {
+        let cli = Cli::try_parse_from(["shoalctl", "stream", "list", "-o", "json"]).unwrap();
+        assert!(matches!(cli.command, Command::Stream(StreamCommand::List)));
+        assert_eq!(cli.output, OutputFormat::Json);
+        let cli = Cli::try_parse_from(["shoalctl", "stream", "kick", "live/cam"]).unwrap();
+        let Command::Stream(StreamCommand::Kick { name }) = cli.command else {
+            panic!("not stream kick");
+        };
+        assert_eq!(name, "live/cam");
+        assert!(Cli::try_parse_from(["shoalctl", "stream", "kick"]).is_err());
+        assert!(Cli::try_parse_from(["shoalctl", "stream", "list", "extra"]).is_err());
     }
 
     #[test]

@@ -178,6 +178,7 @@ pub(crate) fn unexpected(expected: &str, got: &CliResponse) -> CliError {
         CliResponse::Applied(_) => "an apply report",
         CliResponse::Figures(_) => "figures",
         CliResponse::Kicked { .. } => "a kick report",
+        CliResponse::StreamKicked { .. } => "a stream kick report",
         CliResponse::Error(_) => "an error",
         _ => "an answer this shoalctl does not know",
     };

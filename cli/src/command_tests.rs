@@ -10,11 +10,11 @@ use shoal_protocols::control::{
     DiffEntry, DiffOp, ErrorCode, HelloReply, PlaneFigures, Product, Resource, ResourceKey,
     ResourceKind, StatusReport,
 };
-use shoal_protocols::figures::{CoreFigures, PoolClassFigures};
+use shoal_protocols::figures::{CoreFigures, PoolClassFigures, StreamFigures};
 
 use crate::args::OutputFormat;
 use crate::client::ControlClient;
-use crate::commands::{apply, device, get, import, stats, status};
+use crate::commands::{apply, device, get, import, stats, status, stream};
 use crate::error::{CliError, Failure};
 use crate::fake_plane::{is_cli, welcome, FakePlane};
 use crate::socket::{ResolvedSocket, SocketSource, NOT_RUNNING_HINT};
@@ -564,6 +564,212 @@ fn stats_prints_one_table_per_data_plane() {
     let table = rows(&shown);
     assert_eq!(table[1][..4], ["CORE", "CONNS", "MSGS_IN", "MSGS_OUT"]);
     assert_eq!(table[3][..4], ["1", "4", "40", "5"]);
+}
+
+/// One data plane with two cores: `live/cam` published to core 0 with
+/// viewers on both, `live/quiet` mirrored on core 1 only (its publisher
+/// just left).
+fn stream_figures(connected: bool) -> DataPlaneFigures {
+    let origin = StreamFigures {
+        name: "live/cam".into(),
+        core: 0,
+        publisher: Some("10.0.0.9:50412".into()),
+        publishing_secs: 312,
+        video_codec: "avc".into(),
+        audio_codec: "aac".into(),
+        width: 1280,
+        height: 720,
+        bitrate_kbps: 2500,
+        viewers: 5,
+        skipped_tags: 3,
+        slow_disconnects: 1,
+        ..StreamFigures::default()
+    };
+    let mirror = StreamFigures {
+        core: 1,
+        publisher: None,
+        publishing_secs: 0,
+        viewers: 7,
+        skipped_tags: 2,
+        slow_disconnects: 0,
+        ..origin.clone()
+    };
+    let quiet = StreamFigures {
+        name: "live/quiet".into(),
+        core: 1,
+        ..StreamFigures::default()
+    };
+    DataPlaneFigures {
+        node: "dp-node".into(),
+        connected,
+        figures: PlaneFigures {
+            cores: vec![
+                CoreFigures {
+                    core: 1,
+                    streams: vec![mirror, quiet],
+                    ..CoreFigures::default()
+                },
+                CoreFigures {
+                    core: 0,
+                    streams: vec![origin],
+                    ..CoreFigures::default()
+                },
+            ],
+            ..PlaneFigures::default()
+        },
+        figures_age_ms: 200,
+    }
+}
+
+#[test]
+fn stream_list_folds_every_core_into_one_row() {
+    let figures = stream_figures(true);
+    let plane = FakePlane::start(welcome(), move |_| {
+        CliResponse::Figures(vec![figures.clone()])
+    });
+    let mut client = plane.connect();
+    let mut out = Vec::new();
+    stream::list(&mut client, OutputFormat::Table, &mut out).unwrap();
+    let shown = text(out);
+    let table = rows(&shown);
+    assert_eq!(
+        table[0],
+        [
+            "NAME",
+            "PUBLISHER",
+            "UPTIME",
+            "CODECS",
+            "SIZE",
+            "KBIT/S",
+            "VIEWERS",
+            "PER_CORE",
+            "SKIPPED",
+            "SLOW_DISC"
+        ],
+        "{shown}"
+    );
+    assert_eq!(
+        table[1],
+        [
+            "live/cam",
+            "10.0.0.9:50412",
+            "5m12s",
+            "avc/aac",
+            "1280x720",
+            "2500",
+            "12",
+            "5+7",
+            "5",
+            "1"
+        ],
+        "{shown}"
+    );
+    assert_eq!(
+        table[2],
+        ["live/quiet", "-", "-", "-/-", "-", "0", "0", "0", "0", "0"],
+        "{shown}"
+    );
+    drop(client);
+    assert_eq!(plane.join(), [CliRequest::Figures]);
+}
+
+#[test]
+fn stream_list_as_json() {
+    let figures = stream_figures(true);
+    let plane = FakePlane::start(welcome(), move |_| {
+        CliResponse::Figures(vec![figures.clone()])
+    });
+    let mut client = plane.connect();
+    let mut out = Vec::new();
+    stream::list(&mut client, OutputFormat::Json, &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v[0]["name"], "live/cam");
+    assert_eq!(v[0]["publisher"], "10.0.0.9:50412");
+    assert_eq!(v[0]["publisher_node"], "dp-node");
+    assert_eq!(v[0]["viewers"], 12);
+    assert_eq!(
+        v[0]["viewers_per_core"],
+        serde_json::json!([
+            {"node": "dp-node", "core": 0, "viewers": 5},
+            {"node": "dp-node", "core": 1, "viewers": 7}
+        ])
+    );
+    assert_eq!(v[1]["name"], "live/quiet");
+    assert_eq!(v[1]["publisher"], serde_json::Value::Null);
+}
+
+#[test]
+fn an_empty_stream_list_says_so() {
+    let plane = FakePlane::start(welcome(), |_| {
+        CliResponse::Figures(vec![DataPlaneFigures {
+            node: "dp-node".into(),
+            connected: true,
+            figures: PlaneFigures::default(),
+            figures_age_ms: 0,
+        }])
+    });
+    let mut client = plane.connect();
+    let mut out = Vec::new();
+    stream::list(&mut client, OutputFormat::Table, &mut out).unwrap();
+    assert!(text(out).starts_with("no live streams ("));
+    // Streams of a data plane that is gone are not live any more.
+    let mut out = Vec::new();
+    stream::print_list(&[stream_figures(false)], OutputFormat::Table, &mut out).unwrap();
+    assert_eq!(text(out), "no live streams: no data plane is connected\n");
+    let mut out = Vec::new();
+    stream::print_list(&[], OutputFormat::Json, &mut out).unwrap();
+    assert_eq!(text(out), "[]\n");
+}
+
+#[test]
+fn stream_kick_says_whether_a_publisher_ended() {
+    let plane = FakePlane::start(welcome(), |r| match r {
+        CliRequest::KickStream { stream } if stream == "live/cam" => {
+            CliResponse::StreamKicked { publishers: 1 }
+        }
+        _ => CliResponse::StreamKicked { publishers: 0 },
+    });
+    let mut client = plane.connect();
+    let mut out = Vec::new();
+    stream::kick(
+        &mut client,
+        "live/cam".into(),
+        OutputFormat::Table,
+        &mut out,
+    )
+    .unwrap();
+    stream::kick(&mut client, "live/x".into(), OutputFormat::Table, &mut out).unwrap();
+    stream::kick(&mut client, "live/x".into(), OutputFormat::Json, &mut out).unwrap();
+    let shown = text(out);
+    assert!(
+        shown.starts_with("kicked the publisher of live/cam\nlive/x has no publisher\n{"),
+        "{shown}"
+    );
+    assert!(shown.contains("\"publishers_kicked\": 0"), "{shown}");
+    drop(client);
+    assert_eq!(
+        plane.join(),
+        [
+            CliRequest::KickStream {
+                stream: "live/cam".into()
+            },
+            CliRequest::KickStream {
+                stream: "live/x".into()
+            },
+            CliRequest::KickStream {
+                stream: "live/x".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn stream_kick_takes_one_stream_name() {
+    assert!(stream::check_stream_name("live/cam").is_ok());
+    for bad in ["live", "live/*", "/cam", "live/a/b"] {
+        let e = stream::check_stream_name(bad).unwrap_err();
+        assert_eq!(e.failure, Failure::InvalidInput, "{bad}");
+    }
 }
 
 /// A million devices through the real import path against the fake

@@ -164,6 +164,12 @@ fn run(cli: Cli, out: &mut dyn Write) -> CliResult {
         Command::Stream(StreamCommand::Rm { name }) => {
             stream::rm(&mut connect()?, name, format, out)
         }
+        Command::Stream(StreamCommand::List) => stream::list(&mut connect()?, format, out),
+        Command::Stream(StreamCommand::Kick { name }) => {
+            // A bad name is refused before the control plane is dialed.
+            stream::check_stream_name(&name)?;
+            stream::kick(&mut connect()?, name, format, out)
+        }
         Command::Stats(args) => {
             let stop = Arc::new(AtomicBool::new(false));
             if args.watch {

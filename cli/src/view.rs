@@ -23,6 +23,11 @@
 //!   uptime_ms, rss_bytes, registry_devices, cores: [CoreFigures]}]`,
 //!   each core with `messages_in_per_s` and `messages_out_per_s` added
 //!   under `--watch` once two samples exist.
+//! - `stream list`: `[{name, publisher (address or null), publisher_node,
+//!   publishing_secs, video_codec, audio_codec, width, height,
+//!   bitrate_kbps, viewers, viewers_per_core: [{node, core, viewers}],
+//!   skipped_tags, slow_disconnects}]`, by name, over the connected data
+//!   planes. `stream kick`: `{stream, publishers_kicked}`.
 
 use std::io::{self, Write};
 

@@ -127,6 +127,8 @@ struct PlaneEntry {
     figures: PlaneFigures,
     figures_at: Option<Instant>,
     answers: VecDeque<(u64, Option<String>)>,
+    /// Answers to kicks: (request, connections closed or publishers
+    /// ended).
     kicked: VecDeque<(u64, u32)>,
 }
 
@@ -253,6 +255,10 @@ impl Planes {
                 request,
                 connections,
             } => push_bounded(&mut entry.kicked, (request, connections)),
+            FromDataPlane::StreamKicked {
+                request,
+                publishers,
+            } => push_bounded(&mut entry.kicked, (request, publishers)),
             _ => {}
         }
         let after = entry.sync;
@@ -364,8 +370,8 @@ impl Planes {
     }
 
     /// Sends a kick (`frame`, request number `request`) to every connected
-    /// plane and sums the connections they closed, waiting up to
-    /// `timeout`.
+    /// plane and sums what they ended (connections of a device, or
+    /// publishers of a stream), waiting up to `timeout`.
     pub(crate) fn kick(&self, request: u64, frame: &[u8], timeout: Duration) -> u32 {
         let deadline = Instant::now() + timeout;
         let links: Vec<(PlaneId, Arc<PlaneLink>)> = self

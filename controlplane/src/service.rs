@@ -133,6 +133,7 @@ impl ControlPlane {
             CliRequest::Apply { changes, dry_run } => self.apply(&changes, dry_run),
             CliRequest::Figures => CliResponse::Figures(self.planes.figures()),
             CliRequest::KickDevice { device } => self.kick(device),
+            CliRequest::KickStream { stream } => self.kick_stream(stream),
             _ => CliResponse::Error(ApiError {
                 code: ErrorCode::Invalid,
                 message: "this control plane does not know the request; run matching releases \
@@ -170,6 +171,24 @@ impl ControlPlane {
         let connections = self.planes.kick(request, &frame, KICK_TIMEOUT);
         info!(device = %device, connections, "kicked device {device:?}: {connections} connections closed");
         CliResponse::Kicked { connections }
+    }
+
+    /// Ends a live stream's publisher on whichever data plane and core it
+    /// publishes to. Stream kicks share the request numbers (and the
+    /// answer queue, see [`Planes::kick`]) with device kicks.
+    fn kick_stream(&self, stream: String) -> CliResponse {
+        let request = self.kick_requests.fetch_add(1, Ordering::Relaxed);
+        let message = ToDataPlane::KickStream {
+            request,
+            stream: stream.clone(),
+        };
+        let frame = match wire::encode_to_vec(&message) {
+            Ok(f) => f,
+            Err(e) => return internal(format!("cannot encode the stream kick: {e}")),
+        };
+        let publishers = self.planes.kick(request, &frame, KICK_TIMEOUT);
+        info!(stream = %stream, publishers, "kicked stream {stream:?}: {publishers} publishers ended");
+        CliResponse::StreamKicked { publishers }
     }
 
     /// Validates, pushes, stores and answers one change.

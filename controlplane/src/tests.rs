@@ -442,6 +442,37 @@ fn kicks_sum_the_planes_answers() {
 }
 
 #[test]
+fn stream_kicks_sum_the_planes_answers() {
+    let dir = TempDir::new("kick-stream");
+    let cp = control_plane(&dir, Duration::from_secs(5));
+    let mut first = FakePlane::synced(&cp, "dp1");
+    let mut second = FakePlane::synced(&cp, "dp2");
+    let pending = request(
+        &cp,
+        CliRequest::KickStream {
+            stream: "live/cam".into(),
+        },
+    );
+    for (plane, publishers) in [(&mut first, 1), (&mut second, 0)] {
+        let request = match plane.peer.recv() {
+            ToDataPlane::KickStream { request, stream } => {
+                assert_eq!(stream, "live/cam");
+                request
+            }
+            other => panic!("expected a stream kick, got {other:?}"),
+        };
+        plane.peer.send(&FromDataPlane::StreamKicked {
+            request,
+            publishers,
+        });
+    }
+    assert_eq!(
+        pending.join().unwrap(),
+        CliResponse::StreamKicked { publishers: 1 }
+    );
+}
+
+#[test]
 fn figures_are_kept_per_plane() {
     let dir = TempDir::new("figures");
     let cp = control_plane(&dir, Duration::from_secs(5));

@@ -217,6 +217,13 @@ fn on_control(
                 connections,
             });
         }
+        CoreControl::KickStream { request, stream } => {
+            let ended = core.streams.kick(&stream);
+            let _ = reports.send(CoreReport::Kicked {
+                request,
+                connections: u32::from(ended),
+            });
+        }
     }
 }
 

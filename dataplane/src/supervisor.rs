@@ -64,6 +64,8 @@ pub(crate) enum CoreControl {
     DiscardDevices { ticket: u64 },
     /// Close the connections of `device`.
     Kick { request: u64, device: Arc<str> },
+    /// End the publisher of live stream `stream` if it publishes here.
+    KickStream { request: u64, stream: Arc<str> },
 }
 
 /// What a core tells the main thread.
@@ -81,7 +83,8 @@ pub(crate) enum CoreReport {
     },
     /// Plan `version` is committed on the core: it serves it.
     Committed { version: u64 },
-    /// The answer to a kick.
+    /// The answer to a kick: device connections closed, or (for a
+    /// stream kick) publishing connections ended.
     Kicked { request: u64, connections: u32 },
 }
 
@@ -106,6 +109,10 @@ pub(crate) enum Request {
     },
     Kick {
         device: String,
+        reply: mpsc::SyncSender<u32>,
+    },
+    KickStream {
+        stream: String,
         reply: mpsc::SyncSender<u32>,
     },
 }
@@ -337,13 +344,29 @@ impl Supervisor {
 
     /// Closes `device`'s connections on every core; returns how many.
     fn kick(&mut self, device: &str) -> u32 {
-        self.next_kick += 1;
-        let request = self.next_kick;
         let device: Arc<str> = device.into();
-        self.broadcast(|| CoreControl::Kick {
+        self.kick_cores(|request| CoreControl::Kick {
             request,
             device: Arc::clone(&device),
-        });
+        })
+    }
+
+    /// Ends the publisher of `stream` on whichever core it publishes to;
+    /// returns how many publishers ended (0 or 1).
+    fn kick_stream(&mut self, stream: &str) -> u32 {
+        let stream: Arc<str> = stream.into();
+        self.kick_cores(|request| CoreControl::KickStream {
+            request,
+            stream: Arc::clone(&stream),
+        })
+    }
+
+    /// Sends every core a kick made by `make` with a new request number and
+    /// sums their answers.
+    fn kick_cores(&mut self, make: impl Fn(u64) -> CoreControl) -> u32 {
+        self.next_kick += 1;
+        let request = self.next_kick;
+        self.broadcast(|| make(request));
         let deadline = Instant::now() + KICK_TIMEOUT;
         let mut answered = 0;
         let mut closed = 0;
@@ -372,7 +395,7 @@ impl Supervisor {
                 Request::Apply { reply, .. } => {
                     let _ = reply.send(Err("the data plane is stopping".to_owned()));
                 }
-                Request::Kick { reply, .. } => {
+                Request::Kick { reply, .. } | Request::KickStream { reply, .. } => {
                     let _ = reply.send(0);
                 }
                 _ => {}
@@ -398,6 +421,10 @@ impl Supervisor {
             Request::Kick { device, reply } => {
                 let closed = self.kick(&device);
                 let _ = reply.send(closed);
+            }
+            Request::KickStream { stream, reply } => {
+                let ended = self.kick_stream(&stream);
+                let _ = reply.send(ended);
             }
         }
     }
@@ -516,6 +543,10 @@ impl PlaneDriver for Supervisor {
     fn kick(&mut self, device: &str) -> Result<u32, String> {
         Ok(Self::kick(self, device))
     }
+
+    fn kick_stream(&mut self, stream: &str) -> Result<u32, String> {
+        Ok(Self::kick_stream(self, stream))
+    }
 }
 
 /// The control client's handle on the supervisor (another thread).
@@ -569,6 +600,17 @@ impl PlaneDriver for SupervisorLink {
         let (reply, answer) = mpsc::sync_channel(1);
         self.send(Request::Kick {
             device: device.to_owned(),
+            reply,
+        })?;
+        answer
+            .recv()
+            .map_err(|_| "the data plane is stopping".to_owned())
+    }
+
+    fn kick_stream(&mut self, stream: &str) -> Result<u32, String> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(Request::KickStream {
+            stream: stream.to_owned(),
             reply,
         })?;
         answer

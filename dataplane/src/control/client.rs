@@ -5,6 +5,7 @@
 //! Hello ─▶ Welcome ─▶ loop: Snapshot parts … last ─▶ apply ─▶ Ack | Nack
 //!                           Delta ─────────────────▶ apply ─▶ Ack | Nack
 //!                           KickDevice ────────────▶ kick  ─▶ Kicked
+//!                           KickStream ────────────▶ kick  ─▶ StreamKicked
 //!                           every second ──────────────────▶ Figures
 //! ```
 
@@ -273,6 +274,20 @@ impl<D: PlaneDriver> ControlClient<D> {
                 replies.push(FromDataPlane::Kicked {
                     request,
                     connections,
+                });
+            }
+            ToDataPlane::KickStream { request, stream } => {
+                let publishers = match self.driver.kick_stream(&stream) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        warn!(stream = %stream, "cannot kick the stream's publisher: {e}");
+                        0
+                    }
+                };
+                info!(stream = %stream, publishers, "stream kicked");
+                replies.push(FromDataPlane::StreamKicked {
+                    request,
+                    publishers,
                 });
             }
             other => warn!("ignoring a control message this data plane does not know: {other:?}"),

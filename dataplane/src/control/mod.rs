@@ -2,7 +2,8 @@
 //! `dataplane.sock`, says hello, applies the snapshot and the deltas it is
 //! sent (through the same two-phase apply as the start config and a
 //! SIGHUP), answers each with an Ack or a Nack, closes the connections of
-//! kicked devices, and sends its figures every second.
+//! kicked devices and the publishers of kicked streams, and sends its
+//! figures every second.
 //!
 //! It runs on its own std thread (`shoal-control`) with blocking socket
 //! I/O; it is not an executor. It keeps the small parts of the desired
@@ -62,6 +63,9 @@ pub(crate) trait PlaneDriver {
     ) -> Result<ApplySummary, String>;
     /// Closes the connections of `device` on every core; how many.
     fn kick(&mut self, device: &str) -> Result<u32, String>;
+    /// Ends the publisher of live stream `stream` on whichever core it
+    /// publishes to; how many publishers ended (0 or 1).
+    fn kick_stream(&mut self, stream: &str) -> Result<u32, String>;
 }
 
 /// First delay before dialing again.

@@ -36,6 +36,9 @@ struct FakePlane {
     /// The next apply fails with this error (as a core that cannot bind).
     refuse_next: Option<String>,
     kicked: Vec<String>,
+    /// Streams whose publisher is on one of the fake cores.
+    publishing: Vec<String>,
+    kicked_streams: Vec<String>,
 }
 
 impl PlaneDriver for FakePlane {
@@ -87,6 +90,11 @@ impl PlaneDriver for FakePlane {
     fn kick(&mut self, device: &str) -> Result<u32, String> {
         self.kicked.push(device.to_owned());
         Ok(1)
+    }
+
+    fn kick_stream(&mut self, stream: &str) -> Result<u32, String> {
+        self.kicked_streams.push(stream.to_owned());
+        Ok(u32::from(self.publishing.iter().any(|s| s == stream)))
     }
 }
 
@@ -376,6 +384,42 @@ fn hello_snapshot_in_parts_deltas_and_a_kick() {
     assert_eq!(fresh.registry.len(), 3);
     assert_eq!(verify(&fresh, "m4"), AuthVerdict::Accepted);
     assert_eq!(verify(&fresh, "m2"), AuthVerdict::UnknownDevice);
+}
+
+#[test]
+fn stream_kicks_reach_the_cores_and_say_whether_a_publisher_ended() {
+    let mut start = client(None);
+    start.driver.publishing.push("live/cam".into());
+    let (client, end) = with_control_plane(start, |cp| {
+        welcome(cp);
+        send_snapshot(cp, 1, &["m1"]);
+        assert_eq!(cp.reply(), FromDataPlane::Ack { version: 1 });
+        cp.send(&ToDataPlane::KickStream {
+            request: 8,
+            stream: "live/cam".into(),
+        });
+        assert_eq!(
+            cp.reply(),
+            FromDataPlane::StreamKicked {
+                request: 8,
+                publishers: 1
+            }
+        );
+        cp.send(&ToDataPlane::KickStream {
+            request: 9,
+            stream: "live/none".into(),
+        });
+        assert_eq!(
+            cp.reply(),
+            FromDataPlane::StreamKicked {
+                request: 9,
+                publishers: 0
+            }
+        );
+    });
+    assert!(matches!(end, SessionEnd::Lost(_)), "{end:?}");
+    assert_eq!(client.driver.kicked_streams, ["live/cam", "live/none"]);
+    assert!(client.driver.kicked.is_empty());
 }
 
 #[test]

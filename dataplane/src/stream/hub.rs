@@ -286,6 +286,22 @@ impl StreamHub {
         self.streams.borrow().get(name).cloned()
     }
 
+    /// Ends the publisher of `name` if it publishes to this core (raises
+    /// its `kicked` signal; its RTMP connection closes): `shoalctl stream
+    /// kick`. Whether this core had the publisher.
+    pub(crate) fn kick(&self, name: &str) -> bool {
+        let Some(stream) = self.local(name) else {
+            return false;
+        };
+        let publisher = stream.publisher.borrow();
+        let Some(p) = publisher.as_ref() else {
+            return false;
+        };
+        p.kicked.raise();
+        info!(stream = %name, peer = %p.peer, "publisher kicked");
+        true
+    }
+
     /// Whether `name` has a publisher on some core.
     pub(crate) fn is_live(&self, name: &str) -> bool {
         self.live.borrow().contains_key(name)

@@ -220,6 +220,14 @@ pub enum ToDataPlane {
         /// The device's id.
         device: String,
     },
+    /// End the publisher of a live stream, on whatever core it publishes
+    /// to. Answered by [`FromDataPlane::StreamKicked`].
+    KickStream {
+        /// Matches the answer to the request.
+        request: u64,
+        /// The stream (`app/name`).
+        stream: String,
+    },
 }
 
 /// From a data plane to the control plane.
@@ -246,6 +254,13 @@ pub enum FromDataPlane {
         request: u64,
         /// Connections closed.
         connections: u32,
+    },
+    /// Answer to [`ToDataPlane::KickStream`].
+    StreamKicked {
+        /// The request's number.
+        request: u64,
+        /// Publishers ended (0 or 1).
+        publishers: u32,
     },
 }
 
@@ -292,6 +307,11 @@ pub enum CliRequest {
         /// The device's id.
         device: String,
     },
+    /// End a live stream's publisher on every data plane.
+    KickStream {
+        /// The stream (`app/name`).
+        stream: String,
+    },
 }
 
 /// The answer to a [`CliRequest`].
@@ -313,6 +333,11 @@ pub enum CliResponse {
     },
     /// The request failed.
     Error(ApiError),
+    /// For [`CliRequest::KickStream`].
+    StreamKicked {
+        /// Publishers ended, over every data plane (0 or 1).
+        publishers: u32,
+    },
 }
 
 /// What an apply did, or would do.

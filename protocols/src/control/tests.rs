@@ -224,6 +224,68 @@ fn cli_golden() {
 }
 
 #[test]
+fn kicks_golden() {
+    // Variant indexes pin the append-only order: KickDevice is 2 and
+    // KickStream 3 of ToDataPlane.
+    golden(
+        &ToDataPlane::KickDevice {
+            request: 7,
+            device: "d".into(),
+        },
+        "00000004\
+         02070164",
+    );
+    // 03        KickStream
+    // ac02      request 300 (varint)
+    // 08 ...    stream "live/cam" (length 8)
+    golden(
+        &ToDataPlane::KickStream {
+            request: 300,
+            stream: "live/cam".into(),
+        },
+        "0000000c\
+         03ac0208\
+         6c6976652f63616d",
+    );
+    // 03 Kicked, 04 StreamKicked; request 7; publishers 1.
+    golden(
+        &FromDataPlane::Kicked {
+            request: 7,
+            connections: 2,
+        },
+        "00000003\
+         030702",
+    );
+    golden(
+        &FromDataPlane::StreamKicked {
+            request: 7,
+            publishers: 1,
+        },
+        "00000003\
+         040701",
+    );
+}
+
+#[test]
+fn cli_stream_kick_golden() {
+    // 05 KickStream (after KickDevice, 4); stream "a/b".
+    golden(
+        &CliRequest::KickStream {
+            stream: "a/b".into(),
+        },
+        "00000005\
+         0503612f\
+         62",
+    );
+    // 06 StreamKicked (after Error, 5); publishers 0.
+    golden(
+        &CliResponse::StreamKicked { publishers: 0 },
+        "00000002\
+         0600",
+    );
+}
+
+#[test]
 fn limits_and_garbage() {
     let bytes = wire::encode_to_vec(&CliRequest::Status).unwrap();
     assert_eq!(hex(&bytes), "0000000100");
