@@ -151,6 +151,12 @@ impl Listener {
         Self::new(name, "mqtt", port)
     }
 
+    /// RTMP on `127.0.0.1:@port{port}@`: live streams published and
+    /// played (`rtmp://127.0.0.1:PORT/{app}/{name}`).
+    pub fn rtmp(name: &str, port: usize) -> Self {
+        Self::new(name, "rtmp", port)
+    }
+
     /// HTTP on `127.0.0.1:@port{port}@`: MQTT over WebSocket at `/mqtt`.
     pub fn http(name: &str, port: usize) -> Self {
         Self::new(name, "http", port)

@@ -28,6 +28,7 @@ pub mod mqtt;
 pub mod planes;
 pub mod process;
 pub mod stats;
+pub mod streams;
 
 pub use config::{Config, Listener, Route};
 pub use devices::{
@@ -47,6 +48,11 @@ pub use process::{
     RunOutput, TempConfig,
 };
 pub use stats::{CoreStats, PoolFigures, Stats};
+pub use streams::{
+    curl_viewer, http_status, publish_stream, response_header, stream_config, stream_settings,
+    ws_flv_client, ws_flv_summary, Finished, Playback, Program, SlowEnd, SlowViewer, StreamAddr,
+    Viewer, ViewerTool,
+};
 
 /// Cores every data plane of the suite runs with.
 pub const CORES: usize = 2;

@@ -502,11 +502,14 @@ impl StreamHub {
         let Some(stream) = self.local(name) else {
             return;
         };
+        let before = stream.viewers.borrow().len();
         stream
             .viewers
             .borrow_mut()
             .retain(|v| !Rc::ptr_eq(v, viewer));
-        if viewer.ended() == Some(ViewerEnd::TooSlow) {
+        let was_listed = stream.viewers.borrow().len() < before;
+        // A viewer `sweep_ended` took off was counted there.
+        if was_listed && viewer.ended() == Some(ViewerEnd::TooSlow) {
             stream
                 .slow_disconnects
                 .set(stream.slow_disconnects.get() + 1);
@@ -594,6 +597,7 @@ impl StreamHub {
                 }
             }
             MeshMsg::StreamTag { stream, tag } => {
+                core.stats.mesh_received.inc();
                 let Some(local) = self.local(&stream).filter(|s| !s.is_origin()) else {
                     return;
                 };

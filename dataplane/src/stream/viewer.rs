@@ -188,7 +188,11 @@ impl Viewer {
                 self.resume(tag)
             }
             Phase::Skipping(since) => {
-                if cache.is_start_point(tag) {
+                // Resume only once the backlog is back under the media-time
+                // bound (else the lag clock would restart at every keyframe).
+                let drained = self.queued_duration_ms(tag.timestamp)
+                    <= settings.viewer_queue_duration.as_millis() as u64;
+                if drained && cache.is_start_point(tag) {
                     let outcome = self.resume(tag);
                     if outcome == Offered::Sent {
                         return outcome;
