@@ -227,31 +227,12 @@ fn limits_hold_on_random_trees() {
 }
 
 fn mutate(rng: &mut Rng, wire: &mut Vec<u8>) {
-    for _ in 0..rng.range(1, 4) {
-        match rng.below(5) {
-            0 if !wire.is_empty() => {
-                let at = rng.below(wire.len());
-                wire[at] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let at = rng.below(wire.len() + 1);
-                wire.insert(at, rng.next() as u8);
-            }
-            2 if !wire.is_empty() => {
-                let at = rng.below(wire.len());
-                wire.remove(at);
-            }
-            3 if !wire.is_empty() => {
-                // A marker or a length byte: interesting values.
-                let at = rng.below(wire.len());
-                wire[at] = *rng.pick(&[0x00, 0x03, 0x08, 0x09, 0x0A, 0x0C, 0x10, 0x11, 0xFF]);
-            }
-            _ => {
-                let len = rng.below(wire.len() + 1);
-                wire.truncate(len);
-            }
-        }
-    }
+    // AMF0 markers and length bytes.
+    support::mutate(
+        rng,
+        wire,
+        &[0x00, 0x03, 0x08, 0x09, 0x0A, 0x0C, 0x10, 0x11, 0xFF],
+    );
 }
 
 #[test]

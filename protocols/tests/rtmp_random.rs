@@ -285,31 +285,12 @@ fn cuts_give_a_prefix_and_no_error() {
 }
 
 fn mutate(rng: &mut Rng, wire: &mut Vec<u8>) {
-    for _ in 0..rng.range(1, 4) {
-        match rng.below(5) {
-            0 if !wire.is_empty() => {
-                let at = rng.below(wire.len());
-                wire[at] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let at = rng.below(wire.len() + 1);
-                wire.insert(at, rng.next() as u8);
-            }
-            2 if !wire.is_empty() => {
-                let at = rng.below(wire.len());
-                wire.remove(at);
-            }
-            3 if !wire.is_empty() => {
-                // A basic header byte or a length: interesting values.
-                let at = rng.below(wire.len());
-                wire[at] = *rng.pick(&[0x00, 0x01, 0x02, 0x3F, 0x40, 0x80, 0xC0, 0xC1, 0xFF]);
-            }
-            _ => {
-                let len = rng.below(wire.len() + 1);
-                wire.truncate(len);
-            }
-        }
-    }
+    // Basic header bytes and lengths.
+    support::mutate(
+        rng,
+        wire,
+        &[0x00, 0x01, 0x02, 0x3F, 0x40, 0x80, 0xC0, 0xC1, 0xFF],
+    );
 }
 
 #[test]

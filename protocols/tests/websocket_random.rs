@@ -361,33 +361,14 @@ fn random_fragmentation_reassembles() {
 }
 
 fn mutate(rng: &mut Rng, wire: &mut Vec<u8>) {
-    for _ in 0..rng.range(1, 4) {
-        match rng.below(5) {
-            0 if !wire.is_empty() => {
-                let at = rng.below(wire.len());
-                wire[at] ^= 1 << rng.below(8);
-            }
-            1 => {
-                let at = rng.below(wire.len() + 1);
-                wire.insert(at, rng.next() as u8);
-            }
-            2 if !wire.is_empty() => {
-                let at = rng.below(wire.len());
-                wire.remove(at);
-            }
-            3 if !wire.is_empty() => {
-                // A frame's first byte: flip among interesting values.
-                let at = rng.below(wire.len());
-                wire[at] = *rng.pick(&[
-                    0x00, 0x01, 0x02, 0x08, 0x09, 0x0A, 0x80, 0x81, 0x88, 0x7E, 0x7F, 0xFE, 0xFF,
-                ]);
-            }
-            _ => {
-                let len = rng.below(wire.len() + 1);
-                wire.truncate(len);
-            }
-        }
-    }
+    // A frame's first byte and length values.
+    support::mutate(
+        rng,
+        wire,
+        &[
+            0x00, 0x01, 0x02, 0x08, 0x09, 0x0A, 0x80, 0x81, 0x88, 0x7E, 0x7F, 0xFE, 0xFF,
+        ],
+    );
 }
 
 #[test]

@@ -418,19 +418,12 @@ impl StreamHub {
             note_codecs(p, &tag);
         }
         stream.take(core, &tag);
-        let peers: Vec<usize> = self
-            .peer_viewers
-            .borrow()
-            .get(&stream.name)
-            .map(|v| {
-                v.iter()
-                    .enumerate()
-                    .filter(|(_, has)| **has)
-                    .map(|(i, _)| i)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for peer in peers {
+        // Sending touches the mesh only, never this table.
+        let table = self.peer_viewers.borrow();
+        let Some(peers) = table.get(&stream.name) else {
+            return;
+        };
+        for (peer, _) in peers.iter().enumerate().filter(|(_, has)| **has) {
             self.send_tag(core, peer, &stream.name, &tag);
         }
     }

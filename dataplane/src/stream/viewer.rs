@@ -274,21 +274,26 @@ impl Viewer {
         self.write(&segments, true, None);
     }
 
-    /// Writes (or queues) `tag`, whole or not at all.
+    /// Writes (or queues) `tag`, whole or not at all. The segment list is
+    /// the core's scratch (no allocation per tag and viewer), emptied
+    /// again so it holds no tag.
     fn send(&self, tag: &Rc<MediaTag>, force: bool) -> Sent {
-        let mut segments: Vec<Segment> = Vec::with_capacity(4);
-        match self.proto.get() {
-            ViewerProto::HttpFlv | ViewerProto::WsFlv => {
-                self.frame(tag.len(), &mut segments);
-                segments.push(Segment::Payload(tag.packed.clone()));
-                self.trail(&mut segments);
+        SEGMENTS.with_borrow_mut(|segments| {
+            match self.proto.get() {
+                ViewerProto::HttpFlv | ViewerProto::WsFlv => {
+                    self.frame(tag.len(), segments);
+                    segments.push(Segment::Payload(tag.packed.clone()));
+                    self.trail(segments);
+                }
+                ViewerProto::Rtmp {
+                    stream_id,
+                    chunk_bytes,
+                } => rtmp_segments(tag, stream_id, chunk_bytes, segments),
             }
-            ViewerProto::Rtmp {
-                stream_id,
-                chunk_bytes,
-            } => rtmp_segments(tag, stream_id, chunk_bytes, &mut segments),
-        }
-        self.write(&segments, force, Some(tag.timestamp))
+            let sent = self.write(segments, force, Some(tag.timestamp));
+            segments.clear();
+            sent
+        })
     }
 
     /// Writes (or queues) protocol bytes that carry no media.
@@ -315,7 +320,8 @@ impl Viewer {
     fn frame(&self, len: usize, segments: &mut Vec<Segment>) {
         match self.proto.get() {
             ViewerProto::HttpFlv => {
-                segments.push(Segment::inline(format!("{len:x}\r\n").as_bytes()));
+                let (line, n) = chunk_size_line(len);
+                segments.push(Segment::inline(line.get(..n).unwrap_or_default()));
             }
             ViewerProto::WsFlv => {
                 let mut head = [0u8; MAX_FRAME_HEAD_BYTES];
@@ -338,6 +344,24 @@ impl DeferredFlush for Viewer {
     fn flush_deferred(&self) {
         self.writer.flush_deferred(&self.core);
     }
+}
+
+thread_local! {
+    /// The segments of the tag being sent, reused (one per core thread).
+    static SEGMENTS: RefCell<Vec<Segment>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An HTTP/1.1 chunk-size line for `len` bytes: hex digits, CRLF.
+fn chunk_size_line(len: usize) -> ([u8; 18], usize) {
+    let mut line = [0u8; 18];
+    let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4)).max(1) as usize;
+    for (i, slot) in line.iter_mut().take(digits).enumerate() {
+        let nibble = (len >> (4 * (digits - 1 - i))) & 0xF;
+        *slot = b"0123456789abcdef"[nibble];
+    }
+    line[digits] = b'\r';
+    line[digits + 1] = b'\n';
+    (line, digits + 2)
 }
 
 /// The RTMP chunks of one media message: a type-0 head, the data, and a
@@ -368,5 +392,31 @@ fn rtmp_segments(tag: &MediaTag, stream_id: u32, chunk_bytes: u32, segments: &mu
         let end = (at + chunk).min(len);
         segments.push(Segment::Payload(data.slice(at..end)));
         at = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_size_line;
+
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex_and_crlf() {
+        for len in [
+            0usize,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            4096,
+            65_535,
+            0x00AB_CDEF,
+            usize::MAX,
+        ] {
+            let (line, n) = chunk_size_line(len);
+            assert_eq!(&line[..n], format!("{len:x}\r\n").as_bytes(), "{len}");
+        }
     }
 }

@@ -37,3 +37,33 @@ impl Rng {
         (0..len).map(|_| self.next() as u8).collect()
     }
 }
+
+/// Mutates `wire` one to three times: a flipped bit, an inserted byte, a
+/// removed byte, a byte set to one of `interesting` (a protocol's marker
+/// and length values), or a truncation.
+pub(crate) fn mutate(rng: &mut Rng, wire: &mut Vec<u8>, interesting: &[u8]) {
+    for _ in 0..rng.range(1, 4) {
+        match rng.below(5) {
+            0 if !wire.is_empty() => {
+                let at = rng.below(wire.len());
+                wire[at] ^= 1 << rng.below(8);
+            }
+            1 => {
+                let at = rng.below(wire.len() + 1);
+                wire.insert(at, rng.next() as u8);
+            }
+            2 if !wire.is_empty() => {
+                let at = rng.below(wire.len());
+                wire.remove(at);
+            }
+            3 if !wire.is_empty() => {
+                let at = rng.below(wire.len());
+                wire[at] = *rng.pick(interesting);
+            }
+            _ => {
+                let len = rng.below(wire.len() + 1);
+                wire.truncate(len);
+            }
+        }
+    }
+}
