@@ -7,6 +7,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::FutureExt;
@@ -19,7 +20,9 @@ use slab::Slab;
 use tracing::{info, warn};
 
 use crate::auth::PendingQueries;
+use crate::board::{CorePost, FiguresBoard, LatencyBuckets};
 use crate::bus::{Bus, SharedTarget, Subscriber};
+use crate::http::HttpState;
 use crate::latency::LatencyHistogram;
 use crate::message::{CrossMessage, MeshMsg, Message};
 use crate::mqtt::Broker;
@@ -133,6 +136,8 @@ pub(crate) struct Core {
     pub(crate) auth_queries: PendingQueries,
     /// Time from the end of a read to the end of `publish`, sampled.
     latency: RefCell<LatencyHistogram>,
+    /// The same samples since the core started (for `/metrics`).
+    latency_total: RefCell<LatencyHistogram>,
     /// Reads since the last timed one.
     reads_untimed: Cell<u32>,
     /// The MQTT broker's state on this core.
@@ -146,6 +151,10 @@ pub(crate) struct Core {
     interest_synced: RefCell<Vec<u64>>,
     /// Opened when a peer answers a mark.
     interest_gate: Gate,
+    /// Where this core posts its figures for `/metrics`.
+    pub(crate) board: Arc<FiguresBoard>,
+    /// HTTP listeners' per-core state: device mailboxes, polls, counters.
+    pub(crate) http: HttpState,
 }
 
 impl std::fmt::Debug for Core {
@@ -163,6 +172,7 @@ impl Core {
         senders: Option<Senders<MeshMsg>>,
         pool_settings: PoolSettings,
         settings: RuntimeSettings,
+        board: Arc<FiguresBoard>,
     ) -> Self {
         let pool = SlabPool::new(&pool_settings);
         let mqtt = Broker::new(&settings.mqtt);
@@ -197,6 +207,7 @@ impl Core {
             registry: RefCell::new(RegistryShard::default()),
             auth_queries: PendingQueries::default(),
             latency: RefCell::new(LatencyHistogram::default()),
+            latency_total: RefCell::new(LatencyHistogram::default()),
             reads_untimed: Cell::new(0),
             mqtt,
             streams: StreamHub::default(),
@@ -204,6 +215,8 @@ impl Core {
             interest_asked: Cell::new(0),
             interest_synced: RefCell::new(vec![0; peers]),
             interest_gate: Gate::closed(),
+            board,
+            http: HttpState::default(),
         }
     }
 
@@ -229,6 +242,45 @@ impl Core {
         figures
     }
 
+    /// Posts `figures` (and what only `/metrics` shows) on the board.
+    pub(crate) fn post_figures(&self, figures: CoreFigures) {
+        /// Bounds of the `/metrics` latency histogram, ns.
+        const BOUNDS_NS: [u64; 14] = [
+            10_000,
+            25_000,
+            50_000,
+            100_000,
+            250_000,
+            500_000,
+            1_000_000,
+            2_500_000,
+            5_000_000,
+            10_000_000,
+            25_000_000,
+            50_000_000,
+            100_000_000,
+            1_000_000_000,
+        ];
+        let total = self.latency_total.borrow();
+        let latency = LatencyBuckets {
+            buckets: BOUNDS_NS
+                .iter()
+                .map(|&ns| ns as f64 / 1e9)
+                .zip(total.cumulative(&BOUNDS_NS))
+                .collect(),
+            count: total.count(),
+            sum_seconds: total.sum_ns() as f64 / 1e9,
+        };
+        self.board.post(
+            self.index,
+            CorePost {
+                figures,
+                http: self.http.figures(),
+                latency,
+            },
+        );
+    }
+
     /// Called when a read from a device ends: the instant, for one read in
     /// [`LATENCY_SAMPLE_EVERY`] (the others are not timed, to keep the
     /// clock off the per-message path).
@@ -248,7 +300,9 @@ impl Core {
     pub(crate) fn publish_read(&self, msg: Message, read_end: Option<Instant>) {
         self.publish(msg);
         if let Some(start) = read_end {
-            self.latency.borrow_mut().record(start.elapsed());
+            let elapsed = start.elapsed();
+            self.latency.borrow_mut().record(elapsed);
+            self.latency_total.borrow_mut().record(elapsed);
         }
     }
 
@@ -790,6 +844,9 @@ impl Core {
             | MeshMsg::StreamClaim { .. }
             | MeshMsg::StreamClaimed { .. }
             | MeshMsg::StreamRelease { .. }) => self.streams.on_mesh(self, peer, msg),
+            msg @ (MeshMsg::MailboxPoll { .. }
+            | MeshMsg::MailboxBatch { .. }
+            | MeshMsg::MailboxCancel { .. }) => crate::http::on_mesh(self, peer, msg),
         }
     }
 

@@ -46,6 +46,8 @@ pub(crate) struct CoreLink {
     pub(crate) samples: Option<mpsc::SyncSender<CoreSample>>,
     pub(crate) pools: PoolSettings,
     pub(crate) runtime: RuntimeSettings,
+    /// Where the core posts its figures for `/metrics`.
+    pub(crate) board: Arc<crate::board::FiguresBoard>,
 }
 
 /// An apply this core prepared and waits to commit or abort.
@@ -68,6 +70,7 @@ pub(crate) async fn core_main(link: CoreLink, mesh: Option<MeshBuilder<MeshMsg, 
         samples,
         pools,
         runtime,
+        board,
     } = link;
     let (senders, receivers) = match mesh {
         Some(m) => match m.join().await {
@@ -81,7 +84,7 @@ pub(crate) async fn core_main(link: CoreLink, mesh: Option<MeshBuilder<MeshMsg, 
         },
         None => (None, None),
     };
-    let core = Rc::new(Core::new(index, senders, pools, runtime));
+    let core = Rc::new(Core::new(index, senders, pools, runtime, board));
     let _ = reports.send(CoreReport::Joined {
         core: index,
         mesh_id: core.mesh_id(),
@@ -120,23 +123,29 @@ pub(crate) async fn core_main(link: CoreLink, mesh: Option<MeshBuilder<MeshMsg, 
         })
         .detach();
     }
-    if let Some(samples) = samples {
+    {
         let core = Rc::clone(&core);
         glommio::spawn_local(async move {
             // One sample at once (the figures exist from the start), then
-            // one per period.
+            // one per period: to the figures board always, to the control
+            // client when there is one.
             loop {
-                let sample = CoreSample {
-                    figures: core.take_figures(),
-                    registry_devices: core.registry.borrow().len() as u64,
-                };
-                // A full channel drops the sample: a core never waits.
-                let _ = samples.try_send(sample);
+                let figures = core.take_figures();
+                core.post_figures(figures.clone());
+                if let Some(samples) = &samples {
+                    let sample = CoreSample {
+                        figures,
+                        registry_devices: core.registry.borrow().len() as u64,
+                    };
+                    // A full channel drops the sample: a core never waits.
+                    let _ = samples.try_send(sample);
+                }
                 glommio::timer::sleep(SAMPLE_PERIOD).await;
             }
         })
         .detach();
     }
+    glommio::spawn_local(crate::http::run_mailboxes(Rc::clone(&core))).detach();
     let mut pending: Option<Pending> = None;
     let mut applied = apply::Applied::default();
     while !stop.load(Ordering::Relaxed) {

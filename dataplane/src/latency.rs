@@ -25,6 +25,7 @@ pub(crate) struct LatencyHistogram {
     counts: Box<[u64; BUCKETS]>,
     samples: u64,
     max_ns: u64,
+    sum_ns: u64,
 }
 
 impl std::fmt::Debug for LatencyHistogram {
@@ -42,6 +43,7 @@ impl Default for LatencyHistogram {
             counts: Box::new([0; BUCKETS]),
             samples: 0,
             max_ns: 0,
+            sum_ns: 0,
         }
     }
 }
@@ -83,11 +85,33 @@ impl LatencyHistogram {
         }
         self.samples += 1;
         self.max_ns = self.max_ns.max(ns);
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+
+    /// For each bound (ns, ascending), the samples at or below it; a
+    /// sample counts below a bound when its whole bucket does, so a count
+    /// is exact to within a bucket's width (1/16 of the value).
+    pub(crate) fn cumulative(&self, bounds_ns: &[u64]) -> Vec<u64> {
+        let mut out = Vec::with_capacity(bounds_ns.len());
+        let mut seen = 0u64;
+        let mut bucket = 0usize;
+        for &bound in bounds_ns {
+            while bucket < BUCKETS && bucket_high_ns(bucket) <= bound {
+                seen += self.counts.get(bucket).copied().unwrap_or(0);
+                bucket += 1;
+            }
+            out.push(seen);
+        }
+        out
+    }
+
+    /// The sum of every sample, ns.
+    pub(crate) fn sum_ns(&self) -> u64 {
+        self.sum_ns
     }
 
     /// Samples recorded since the last reset.
-    #[cfg(test)]
-    pub(crate) fn samples(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.samples
     }
 
@@ -126,6 +150,7 @@ impl LatencyHistogram {
             self.counts.fill(0);
             self.samples = 0;
             self.max_ns = 0;
+            self.sum_ns = 0;
         }
     }
 }
@@ -133,6 +158,18 @@ impl LatencyHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cumulative_counts_follow_the_bounds() {
+        let mut h = LatencyHistogram::default();
+        for us in [5u64, 50, 500, 5_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let bounds = [1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+        assert_eq!(h.cumulative(&bounds), vec![0, 1, 2, 3, 4]);
+        assert_eq!(h.count(), 4);
+        assert_eq!(h.sum_ns(), 5_555_000);
+    }
 
     #[test]
     fn buckets_are_contiguous_and_within_a_sixteenth() {
@@ -172,7 +209,7 @@ mod tests {
         assert_eq!(f.p999_us, 5000, "{f:?}");
         assert_eq!(f.max_us, 5000);
         h.reset();
-        assert_eq!(h.samples(), 0);
+        assert_eq!(h.count(), 0);
         assert_eq!(h.figures(), LatencyFigures::default());
         // A value beyond the table lands in the last bucket.
         h.record(Duration::from_secs(100_000));

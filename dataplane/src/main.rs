@@ -27,6 +27,7 @@
 
 mod apply;
 mod auth;
+mod board;
 mod bus;
 mod control;
 mod core;
@@ -316,6 +317,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         None => (None, None),
     };
+    let board = Arc::new(board::FiguresBoard::new(cores));
     let mut threads = Vec::new();
     let mut controls = Vec::new();
     for (index, &cpu) in cpus.iter().take(cores).enumerate() {
@@ -332,6 +334,7 @@ fn run(cli: Cli) -> Result<(), String> {
             samples: sample_tx.clone(),
             pools: file_config.pools.clone(),
             runtime: file_config.runtime.clone(),
+            board: Arc::clone(&board),
         };
         let mesh = mesh.clone();
         let handle = std::thread::Builder::new()
@@ -378,6 +381,7 @@ fn run(cli: Cli) -> Result<(), String> {
         stop: Arc::clone(&stop),
         reload,
         heartbeats,
+        board: Arc::clone(&board),
     })?;
     let start_state = apply_start_state(
         &mut supervisor,
@@ -391,6 +395,7 @@ fn run(cli: Cli) -> Result<(), String> {
         .iter()
         .map(|l| format!("{} {} {}", l.config.name, l.config.protocol, l.addr))
         .collect();
+    board.set_ready(true);
     info!(cores, listeners = ?listeners, "shoal-dataplane ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 

@@ -1,7 +1,7 @@
 //! What travels on the bus and over the mesh between cores.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shoal_protocols::control::SecretDigest;
 
@@ -170,4 +170,21 @@ pub(crate) enum MeshMsg {
     StreamClaimed { claim: u64, granted: bool },
     /// The sending core's publisher of `stream` left (to the owner core).
     StreamRelease { stream: Box<str> },
+    /// To `device`'s owner core, from an HTTP poll on the sending core:
+    /// answer with [`MeshMsg::MailboxBatch`] `poll` once the device's
+    /// mailbox holds messages, or empty after `wait`.
+    MailboxPoll {
+        poll: u64,
+        device: Box<str>,
+        wait: Duration,
+        max: u32,
+    },
+    /// The owner's answer to [`MeshMsg::MailboxPoll`] `poll`.
+    MailboxBatch {
+        poll: u64,
+        items: Vec<crate::http::MailItem>,
+    },
+    /// The poll `poll` of `device` gave up (its client left or it timed
+    /// out on the asking core): the owner forgets it.
+    MailboxCancel { poll: u64, device: Box<str> },
 }

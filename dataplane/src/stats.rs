@@ -126,6 +126,13 @@ pub(crate) struct LogLimiter {
     suppressed: Cell<u64>,
 }
 
+impl Default for LogLimiter {
+    /// One line per 5 seconds.
+    fn default() -> Self {
+        Self::new(std::time::Duration::from_secs(5))
+    }
+}
+
 impl LogLimiter {
     pub(crate) fn new(interval: std::time::Duration) -> Self {
         Self {

@@ -133,6 +133,8 @@ pub(crate) struct Supervisor {
     reload: Arc<AtomicBool>,
     heartbeats: Arc<Vec<AtomicU64>>,
     next_kick: u64,
+    /// The process's RSS goes here once a second (for `/metrics`).
+    board: Arc<crate::board::FiguresBoard>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -154,6 +156,7 @@ pub(crate) struct SupervisorParts {
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) reload: Arc<AtomicBool>,
     pub(crate) heartbeats: Arc<Vec<AtomicU64>>,
+    pub(crate) board: Arc<crate::board::FiguresBoard>,
 }
 
 impl Supervisor {
@@ -187,6 +190,7 @@ impl Supervisor {
             stop: parts.stop,
             reload: parts.reload,
             heartbeats: parts.heartbeats,
+            board: parts.board,
             next_kick: 0,
         })
     }
@@ -445,13 +449,21 @@ impl Supervisor {
         let mut last: Vec<u64> = self.heartbeat_values();
         let mut last_ping = Instant::now();
         let mut stopping_told = false;
+        let mut last_rss: Option<Instant> = None;
         while !threads.iter().all(|t| t.is_finished()) {
+            if last_rss.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                last_rss = Some(Instant::now());
+                if let Some(rss) = crate::control::rss_bytes() {
+                    self.board.set_rss_bytes(rss);
+                }
+            }
             match requests.recv_timeout(period) {
                 Ok(request) => self.serve(request),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(period),
             }
             if self.stop.load(Ordering::Relaxed) {
+                self.board.set_ready(false);
                 if !stopping_told {
                     stopping_told = true;
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);

@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 use crate::framing::{Framer, FramingConfig};
 use crate::topic::{validate_topic_filter, validate_topic_name};
 
+mod http;
 mod mqtt;
 mod streams;
 
+pub use http::HttpSettings;
 pub use mqtt::{MqttSettings, ProductConfig, QueueOverflow};
 pub use streams::{stream_rule_for, validate_stream_rule_name, StreamRule, StreamSettings};
 
@@ -73,6 +75,8 @@ pub struct RuntimeSettings {
     pub mqtt: MqttSettings,
     /// The live-stream hub's bounds.
     pub streams: StreamSettings,
+    /// HTTP listeners' bounds and the device mailboxes.
+    pub http: HttpSettings,
 }
 
 impl Default for RuntimeSettings {
@@ -85,6 +89,7 @@ impl Default for RuntimeSettings {
             max_route_hops: 4,
             mqtt: MqttSettings::default(),
             streams: StreamSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -661,7 +666,8 @@ impl DataPlaneConfig {
             ));
         }
         r.mqtt.validate()?;
-        r.streams.validate()
+        r.streams.validate()?;
+        r.http.validate()
     }
 
     fn validate_pools(&self) -> Result<(), ConfigError> {

@@ -40,6 +40,9 @@
 
 pub use crate::framing::Decoded;
 
+mod chunked;
+pub use chunked::{ChunkedDecoder, ChunkedProgress, MAX_SIZE_LINE_BYTES, MAX_TRAILER_BYTES};
+
 #[cfg(test)]
 mod tests;
 
