@@ -203,8 +203,10 @@ pub(crate) enum ProtocolArg {
     /// MQTT 3.1.1 and 5.0 (with auth device-secret: user name = device id,
     /// password = secret).
     Mqtt,
-    /// HTTP/1.1: MQTT over WebSocket at /mqtt; live streams as HTTP-FLV
-    /// and WebSocket-FLV at /{app}/{name}.flv.
+    /// HTTP/1.1: the device API at /v1/devices/{id}/messages (with auth
+    /// device-secret: Bearer or Basic credentials), /metrics, /healthz,
+    /// /readyz; MQTT over WebSocket at /mqtt; live streams as HTTP-FLV and
+    /// WebSocket-FLV at /{app}/{name}.flv.
     Http,
     /// RTMP: live streams published and played (with auth device-secret,
     /// only streams a stream rule covers).
