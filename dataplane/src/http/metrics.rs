@@ -413,8 +413,7 @@ pub(crate) fn render(
 }
 
 fn pools(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
-    type PoolValue = fn(&shoal_protocols::figures::PoolClassFigures) -> u64;
-    let families: [(&str, &str, &str, PoolValue); 5] = [
+    let families: [ItemFamily<shoal_protocols::figures::PoolClassFigures>; 5] = [
         (
             "shoal_pool_capacity_buffers",
             "gauge",
@@ -446,15 +445,36 @@ fn pools(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
             |p| p.exhausted,
         ),
     ];
+    per_item(
+        out,
+        live,
+        &families,
+        |post| &post.figures.pools,
+        |class| format!("buffer_bytes=\"{}\"", class.buffer_bytes),
+    );
+}
+
+/// A family of per-item samples: name, type, help, the item's value.
+type ItemFamily<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
+/// Families with one sample per core and per item of that core (a pool
+/// class, a stream), the item named by `item_label`.
+fn per_item<T>(
+    out: &mut String,
+    live: &[(u16, Duration, &CorePost)],
+    families: &[ItemFamily<T>],
+    items: impl Fn(&CorePost) -> &[T],
+    item_label: impl Fn(&T) -> String,
+) {
     for (name, kind, help, value) in families {
         header(out, name, kind, help);
         for (core, _, post) in live {
-            for class in &post.figures.pools {
+            for item in items(post) {
                 let _ = writeln!(
                     out,
-                    "{name}{{core=\"{core}\",buffer_bytes=\"{}\"}} {}",
-                    class.buffer_bytes,
-                    value(class)
+                    "{name}{{core=\"{core}\",{}}} {}",
+                    item_label(item),
+                    value(item)
                 );
             }
         }
@@ -462,8 +482,7 @@ fn pools(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
 }
 
 fn streams(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
-    type StreamValue = fn(&shoal_protocols::figures::StreamFigures) -> u64;
-    let families: [(&str, &str, &str, StreamValue); 5] = [
+    let families: [ItemFamily<shoal_protocols::figures::StreamFigures>; 5] = [
         (
             "shoal_stream_core_viewers",
             "gauge",
@@ -495,19 +514,13 @@ fn streams(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
             |s| s.gop_cache_bytes,
         ),
     ];
-    for (name, kind, help, value) in families {
-        header(out, name, kind, help);
-        for (core, _, post) in live {
-            for stream in &post.figures.streams {
-                let _ = writeln!(
-                    out,
-                    "{name}{{core=\"{core}\",stream=\"{}\"}} {}",
-                    label(&stream.name),
-                    value(stream)
-                );
-            }
-        }
-    }
+    per_item(
+        out,
+        live,
+        &families,
+        |post| &post.figures.streams,
+        |stream| format!("stream=\"{}\"", label(&stream.name)),
+    );
 }
 
 fn latency(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
