@@ -30,6 +30,7 @@
 )]
 
 pub mod amf0;
+pub mod coap;
 pub mod config;
 pub mod control;
 pub mod figures;
