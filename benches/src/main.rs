@@ -13,6 +13,7 @@
 //! ```
 
 mod clock;
+mod flv;
 mod mqtt;
 mod multiproc;
 mod net;
@@ -48,6 +49,10 @@ enum Scenario {
     /// MQTT publishers and subscribers (fan-in or fan-out, QoS 0 or 1):
     /// delivered messages/s, losses, latency, server CPU per message.
     MqttPubsub(mqtt::MqttPubSubArgs),
+    /// Live-video fan-out: one RTMP publisher, many HTTP-FLV or RTMP
+    /// viewers: delivered Gbit/s, latency, stalls, skipped tags, server
+    /// CPU per Gbit and memory per viewer.
+    FlvFanout(flv::FlvFanoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         Scenario::TcpFrames(args) => tcp_frames::run(args),
         Scenario::MqttConn(args) => mqtt::run_conn(args),
         Scenario::MqttPubsub(args) => mqtt::run_pubsub(args),
+        Scenario::FlvFanout(args) => flv::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

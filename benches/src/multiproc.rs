@@ -295,6 +295,52 @@ impl ParentCommands {
     }
 }
 
+/// File descriptors a process keeps for itself (stdio, io_uring, pipes...)
+/// in [`check_socket_budget`].
+const FD_RESERVE: u64 = 100;
+
+/// Units given to part `index` of `parts` when `total` are split evenly
+/// (the first `total % parts` parts get one more).
+pub(crate) fn share(total: u64, parts: u64, index: u64) -> u64 {
+    total / parts + u64::from(index < total % parts)
+}
+
+/// Units given to the parts before `index`.
+pub(crate) fn shares_before(total: u64, parts: u64, index: u64) -> u64 {
+    index * (total / parts) + index.min(total % parts)
+}
+
+/// Checks that `sockets` client sockets split over `procs` processes fit the
+/// per-process open-file limit (less [`FD_RESERVE`]) and the ephemeral ports
+/// of `source_addrs` source addresses; the error says which of `--procs` or
+/// `--source-addrs` to change.
+pub(crate) fn check_socket_budget(
+    sockets: u64,
+    procs: u64,
+    fd_limit: u64,
+    source_addrs: u64,
+    ephemeral_ports: u64,
+) -> Result<(), String> {
+    let usable = fd_limit.saturating_sub(FD_RESERVE);
+    let per_process = share(sockets, procs.max(1), 0);
+    if per_process > usable {
+        return Err(format!(
+            "{per_process} sockets per process exceed the open-file limit ({fd_limit}, \
+             {FD_RESERVE} kept in reserve): use --procs {} or more",
+            sockets.div_ceil(usable.max(1))
+        ));
+    }
+    let per_source = sockets.div_ceil(source_addrs.max(1));
+    if per_source > ephemeral_ports {
+        return Err(format!(
+            "{per_source} sockets per source address exceed the {ephemeral_ports} ephemeral \
+             ports: use a --source-addrs range of {} addresses or more",
+            sockets.div_ceil(ephemeral_ports.max(1))
+        ));
+    }
+    Ok(())
+}
+
 /// Sends one message to the parent (one JSON line on stdout).
 pub(crate) fn send_to_parent<T: Serialize>(message: &T) -> anyhow::Result<()> {
     let line = serde_json::to_string(message)?;
@@ -307,6 +353,29 @@ pub(crate) fn send_to_parent<T: Serialize>(message: &T) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_cover_the_total_in_order() {
+        for total in [0, 1, 7, 10_000, 38_001] {
+            for parts in 1..=5 {
+                let mut before = 0;
+                for index in 0..parts {
+                    assert_eq!(shares_before(total, parts, index), before);
+                    before += share(total, parts, index);
+                }
+                assert_eq!(before, total, "total {total} parts {parts}");
+            }
+        }
+    }
+
+    #[test]
+    fn socket_budget() {
+        let err = check_socket_budget(38_000, 1, 20_000, 8, 28_232).unwrap_err();
+        assert!(err.contains("--procs 2"), "{err}");
+        assert!(check_socket_budget(38_000, 2, 20_000, 8, 28_232).is_ok());
+        let err = check_socket_budget(38_000, 2, 20_000, 1, 28_232).unwrap_err();
+        assert!(err.contains("range of 2"), "{err}");
+    }
 
     #[test]
     fn commands_parse() {

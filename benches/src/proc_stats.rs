@@ -54,6 +54,22 @@ impl ProcessWatch {
     }
 }
 
+/// One sample of `server` (if any); a failed read is reported on stderr
+/// (with `when`, e.g. "at the end of the measured window") and gives `None`.
+pub(crate) fn sample_or_warn(server: Option<&ProcessWatch>, when: &str) -> Option<ProcSample> {
+    let server = server?;
+    match server.sample() {
+        Ok(sample) => Some(sample),
+        Err(e) => {
+            eprintln!(
+                "shoal-bench: cannot sample server pid {} {when}: {e:#}",
+                server.pid()
+            );
+            None
+        }
+    }
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line.
 ///
 /// The command name (field 2) is in parentheses and may itself contain spaces

@@ -54,6 +54,16 @@ pub(crate) fn merge_histogram(into: &mut Histogram<u64>, other: &Histogram<u64>)
     }
 }
 
+/// Writes a finished report to stdout; a closed stdout is an error, not a
+/// panic.
+pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Percentiles of a latency histogram, µs.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct LatencySummaryUs {
