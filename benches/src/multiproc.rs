@@ -297,7 +297,7 @@ impl ParentCommands {
 
 /// File descriptors a process keeps for itself (stdio, io_uring, pipes...)
 /// in [`check_socket_budget`].
-const FD_RESERVE: u64 = 100;
+pub(crate) const FD_RESERVE: u64 = 100;
 
 /// Units given to part `index` of `parts` when `total` are split evenly
 /// (the first `total % parts` parts get one more).
@@ -310,24 +310,28 @@ pub(crate) fn shares_before(total: u64, parts: u64, index: u64) -> u64 {
     index * (total / parts) + index.min(total % parts)
 }
 
-/// Checks that `sockets` client sockets split over `procs` processes fit the
+/// Checks that `units` (each holding `sockets_per_unit` client sockets,
+/// never split between processes) spread over `procs` processes fit the
 /// per-process open-file limit (less [`FD_RESERVE`]) and the ephemeral ports
-/// of `source_addrs` source addresses; the error says which of `--procs` or
-/// `--source-addrs` to change.
+/// of `source_addrs` source addresses; the error says how to change the
+/// process count (the scenario's `procs_flag`) or `--source-addrs`.
 pub(crate) fn check_socket_budget(
-    sockets: u64,
+    units: u64,
+    sockets_per_unit: u64,
     procs: u64,
+    procs_flag: &str,
     fd_limit: u64,
     source_addrs: u64,
     ephemeral_ports: u64,
 ) -> Result<(), String> {
     let usable = fd_limit.saturating_sub(FD_RESERVE);
-    let per_process = share(sockets, procs.max(1), 0);
+    let sockets = units * sockets_per_unit;
+    let per_process = share(units, procs.max(1), 0) * sockets_per_unit;
     if per_process > usable {
         return Err(format!(
             "{per_process} sockets per process exceed the open-file limit ({fd_limit}, \
-             {FD_RESERVE} kept in reserve): use --procs {} or more",
-            sockets.div_ceil(usable.max(1))
+             {FD_RESERVE} kept in reserve): use {procs_flag} {} or more",
+            sockets.div_ceil(usable.max(sockets_per_unit).max(1))
         ));
     }
     let per_source = sockets.div_ceil(source_addrs.max(1));
@@ -370,11 +374,19 @@ mod tests {
 
     #[test]
     fn socket_budget() {
-        let err = check_socket_budget(38_000, 1, 20_000, 8, 28_232).unwrap_err();
+        let err = check_socket_budget(38_000, 1, 1, "--procs", 20_000, 8, 28_232).unwrap_err();
         assert!(err.contains("--procs 2"), "{err}");
-        assert!(check_socket_budget(38_000, 2, 20_000, 8, 28_232).is_ok());
-        let err = check_socket_budget(38_000, 2, 20_000, 1, 28_232).unwrap_err();
+        assert!(check_socket_budget(38_000, 1, 2, "--procs", 20_000, 8, 28_232).is_ok());
+        let err = check_socket_budget(38_000, 1, 2, "--procs", 20_000, 1, 28_232).unwrap_err();
         assert!(err.contains("range of 2"), "{err}");
+        // 10k pairs = 20k sockets: one process cannot hold them, two can.
+        let err = check_socket_budget(10_000, 2, 1, "--processes", 20_000, 8, 28_232).unwrap_err();
+        assert!(err.contains("--processes 2"), "{err}");
+        assert!(check_socket_budget(10_000, 2, 2, "--processes", 20_000, 8, 28_232).is_ok());
+        // 60k idle sockets from one source address run out of ports.
+        let err = check_socket_budget(60_000, 1, 4, "--processes", 20_000, 1, 28_232).unwrap_err();
+        assert!(err.contains("--source-addrs range of 3"), "{err}");
+        assert!(check_socket_budget(60_000, 1, 4, "--processes", 20_000, 3, 28_232).is_ok());
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! WebSocket upgrade. A head must take no more than it was given nor more
 //! than `max_head_bytes`; its accessors and the upgrade check must not
 //! panic; an accepted upgrade must produce a 101 answer with the accept
-//! key, a refused one a response with the error's status.
+//! key, a refused one a response with the error's status. Chunked bodies
+//! go through `ChunkedDecoder`, which must stay within its input and its
+//! limit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use shoal_protocols::framing::Decoded;
-use shoal_protocols::http1::{parse_request_head, Body, HeadLimits};
+use shoal_protocols::http1::{parse_request_head, Body, ChunkedDecoder, HeadLimits};
 use shoal_protocols::websocket::{accept_key, check_upgrade, write_accept};
 
 fuzz_target!(|data: &[u8]| {
@@ -74,6 +76,28 @@ fuzz_target!(|data: &[u8]| {
         let body_len = match body {
             Ok(Body::Length(length)) => length as usize,
             Ok(Body::None) => 0,
+            Ok(Body::Chunked) => {
+                let limit = 1u64 << (setup % 17);
+                let mut decoder = ChunkedDecoder::new(limit);
+                let mut data = Vec::new();
+                let Some(body) = rest.get(consumed..) else {
+                    break;
+                };
+                match decoder.decode(body, &mut data) {
+                    Ok(progress) => {
+                        assert!(progress.consumed <= body.len(), "chunked past the input");
+                        assert!(data.len() as u64 <= limit, "chunked past the limit");
+                        if !progress.done {
+                            break;
+                        }
+                        progress.consumed
+                    }
+                    Err(error) => {
+                        assert!(matches!(error.status(), 400 | 413));
+                        break;
+                    }
+                }
+            }
             _ => break,
         };
         at += consumed.saturating_add(body_len);

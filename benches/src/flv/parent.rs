@@ -42,7 +42,9 @@ pub(super) fn run(args: &FlvFanoutArgs) -> anyhow::Result<()> {
     require_io_uring()?;
     check_socket_budget(
         args.viewers,
+        1,
         u64::from(args.procs),
+        "--procs",
         open_files_limit().context("cannot read the open-file limit")?,
         u64::from(args.source_addrs.count()),
         ephemeral_port_count().unwrap_or(28_232),

@@ -37,9 +37,11 @@ use super::{
 };
 use crate::{
     clock::{block_until_ns, duration_ns, monotonic_ns, sleep_until_ns, until_ns},
-    multiproc::{send_to_parent, ChildGroup, ParentCommands},
+    multiproc::{
+        check_socket_budget, send_to_parent, share, shares_before, ChildGroup, ParentCommands,
+    },
     pacer::Pacer,
-    proc_stats::{ephemeral_port_count, open_files_limit, ProcSample, ProcessWatch},
+    proc_stats::{ephemeral_port_count, open_files_limit, sample_or_warn, ProcessWatch},
     report::{
         histogram_from_base64, histogram_to_base64, merge_histogram, new_latency_histogram,
         ConnectionsReport, LatencySummaryUs,
@@ -47,8 +49,6 @@ use crate::{
     runtime::{allowed_cpus, require_io_uring, spawn_pinned},
 };
 
-/// File descriptors a process keeps for itself (stdio, io_uring, ...).
-const FD_RESERVE: u64 = 100;
 /// Least time between sending "start" and the start itself.
 const MIN_START_LEAD: Duration = Duration::from_millis(50);
 /// How long children get to report after the hold.
@@ -77,16 +77,6 @@ enum ChildMessage {
     Result { hold: HoldTally },
 }
 
-/// Units given to part `index` of `parts` when `total` are split evenly.
-fn share(total: u64, parts: u64, index: u64) -> u64 {
-    total / parts + u64::from(index < total % parts)
-}
-
-/// Units given to the parts before `index`.
-fn shares_before(total: u64, parts: u64, index: u64) -> u64 {
-    index * (total / parts) + index.min(total % parts)
-}
-
 /// When connection `g` starts at `rate_per_s` (0: at once).
 fn start_offset_ns(g: u64, rate_per_s: u64) -> u64 {
     if rate_per_s == 0 {
@@ -95,53 +85,13 @@ fn start_offset_ns(g: u64, rate_per_s: u64) -> u64 {
     u64::try_from(u128::from(g) * 1_000_000_000 / u128::from(rate_per_s)).unwrap_or(u64::MAX)
 }
 
-/// Checks the run against the open-file limit and the ephemeral ports.
-fn check_socket_budget(
-    connections: u64,
-    procs: u64,
-    fd_limit: u64,
-    source_addrs: u64,
-    ephemeral_ports: u64,
-) -> Result<(), String> {
-    let usable = fd_limit.saturating_sub(FD_RESERVE);
-    let per_process = share(connections, procs, 0);
-    if per_process > usable {
-        return Err(format!(
-            "{per_process} connections per process exceed the open-file limit ({fd_limit}, \
-             {FD_RESERVE} kept in reserve): use --procs {} or more",
-            connections.div_ceil(usable.max(1))
-        ));
-    }
-    let per_source = connections.div_ceil(source_addrs);
-    if per_source > ephemeral_ports {
-        return Err(format!(
-            "{per_source} connections per source address exceed the {ephemeral_ports} ephemeral \
-             ports: use a --source-addrs range of {} addresses or more",
-            connections.div_ceil(ephemeral_ports)
-        ));
-    }
-    Ok(())
-}
-
-fn sample_or_warn(server: Option<&ProcessWatch>, when: &str) -> Option<ProcSample> {
-    let server = server?;
-    match server.sample() {
-        Ok(sample) => Some(sample),
-        Err(e) => {
-            eprintln!(
-                "shoal-bench: cannot sample server pid {} {when}: {e:#}",
-                server.pid()
-            );
-            None
-        }
-    }
-}
-
 pub(super) fn run_parent(args: &MqttConnArgs) -> anyhow::Result<()> {
     require_io_uring()?;
     check_socket_budget(
         args.connections,
+        1,
         u64::from(args.procs),
+        "--procs",
         open_files_limit().context("cannot read the open-file limit")?,
         u64::from(args.source_addrs.count()),
         ephemeral_port_count().unwrap_or(28_232),
@@ -566,28 +516,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_and_offsets() {
-        for total in [0, 1, 7, 19_000, 38_001] {
-            for parts in 1..=4 {
-                let mut before = 0;
-                for index in 0..parts {
-                    assert_eq!(shares_before(total, parts, index), before);
-                    before += share(total, parts, index);
-                }
-                assert_eq!(before, total);
-            }
-        }
+    fn start_offsets() {
         assert_eq!(start_offset_ns(3, 0), 0);
         assert_eq!(start_offset_ns(3, 1000), 3_000_000);
         assert_eq!(start_offset_ns(20_000, 20_000), 1_000_000_000);
-    }
-
-    #[test]
-    fn budget() {
-        let err = check_socket_budget(38_000, 1, 20_000, 8, 28_232).unwrap_err();
-        assert!(err.contains("--procs 2"), "{err}");
-        assert!(check_socket_budget(38_000, 2, 20_000, 8, 28_232).is_ok());
-        let err = check_socket_budget(38_000, 2, 20_000, 1, 28_232).unwrap_err();
-        assert!(err.contains("range of 2"), "{err}");
     }
 }

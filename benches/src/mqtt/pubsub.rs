@@ -28,7 +28,7 @@ use super::{
 };
 use crate::{
     clock::{block_until_ns, duration_ns, monotonic_ns, until_ns},
-    proc_stats::{open_files_limit, ProcSample, ProcessWatch},
+    proc_stats::{open_files_limit, sample_or_warn, ProcessWatch},
     report::{
         histogram_to_base64, merge_histogram, new_latency_histogram, ConnectionsReport,
         LatencySummaryUs,
@@ -101,20 +101,6 @@ fn lay_out(args: &MqttPubSubArgs, threads: usize) -> Layout {
         pubs,
         topics,
         subscribers_per_message,
-    }
-}
-
-fn sample_or_warn(server: Option<&ProcessWatch>, when: &str) -> Option<ProcSample> {
-    let server = server?;
-    match server.sample() {
-        Ok(sample) => Some(sample),
-        Err(e) => {
-            eprintln!(
-                "shoal-bench: cannot sample server pid {} {when}: {e:#}",
-                server.pid()
-            );
-            None
-        }
     }
 }
 

@@ -45,6 +45,7 @@ pub(super) fn run(args: &TcpFramesArgs) -> anyhow::Result<()> {
         args.connections,
         sockets_per_unit,
         u64::from(args.processes),
+        "--processes",
         open_files_limit().context("cannot read the open-file limit")?,
         u64::from(args.source_addrs.count()),
         ephemeral_port_count().unwrap_or(28_232),

@@ -162,6 +162,7 @@ impl Mailbox {
 impl Deliver for Mailbox {
     fn deliver(&self, msg: &Message) {
         let len = msg.payload.len();
+        let was_empty = self.queue.borrow().is_empty();
         let (max_messages, max_bytes) = self.shared.limits.get();
         if len > max_bytes || self.shared.bytes.get() + len > CORE_MAILBOX_BYTES {
             self.shared.drops.inc();
@@ -176,7 +177,10 @@ impl Deliver for Mailbox {
         while self.queue.borrow().len() > max_messages || self.bytes.get() > max_bytes {
             self.drop_front();
         }
-        if self.waiter.borrow().is_some() {
+        // A parked poll only waits at an empty mailbox, so the device is
+        // listed once, when its first message arrives (the list stays
+        // bounded by the mailboxes).
+        if was_empty && self.waiter.borrow().is_some() {
             self.shared.ready.borrow_mut().push(Rc::clone(&self.device));
             self.shared.kick.kick();
         }
