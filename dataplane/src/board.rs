@@ -36,6 +36,10 @@ pub(crate) struct HttpFigures {
     pub(crate) mailboxes: u64,
     pub(crate) mailbox_drops: u64,
     pub(crate) downlink_lost: u64,
+    pub(crate) ws_sessions: u64,
+    pub(crate) ws_messages_in: u64,
+    pub(crate) ws_messages_out: u64,
+    pub(crate) ws_protocol_errors: u64,
 }
 
 /// The cumulative handling-latency histogram of one core, in the

@@ -9,6 +9,7 @@
 //! test adds its own on free ports.
 
 use std::ffi::OsStr;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::log::Log;
-use crate::process::{run_bin, spawn_captured, workspace_bin, RunOutput, TempConfig};
+use crate::process::{free_ports, run_bin, spawn_captured, workspace_bin, RunOutput, TempConfig};
 use crate::{CORES, READY_LINE, STATS_INTERVAL};
 
 /// The control plane's ready line.
@@ -275,6 +276,63 @@ impl Planes {
             );
         }
         dp
+    }
+
+    /// Adds, with `shoalctl`, a `device_secret` listener `secure` of
+    /// `protocol`, a plain raw TCP listener `plain-tcp`, a route copying
+    /// every uplink that arrives on `secure` to the TCP device `watcher`,
+    /// and the device `device` (product `meter`) with `secret`. Returns the
+    /// two listeners' addresses (secure, TCP).
+    pub fn secure_listener_with_watcher(
+        &self,
+        protocol: &str,
+        device: &str,
+        secret: &str,
+    ) -> (SocketAddr, SocketAddr) {
+        let ports = free_ports(2);
+        let secure = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        let tcp = SocketAddr::from(([127, 0, 0, 1], ports[1]));
+        for (name, protocol, addr, auth) in [
+            ("secure", protocol, secure, "device-secret"),
+            ("plain-tcp", "tcp", tcp, "none"),
+        ] {
+            self.ctl(&[
+                "listener",
+                "add",
+                name,
+                "--protocol",
+                protocol,
+                "--bind",
+                &addr.to_string(),
+                "--auth",
+                auth,
+            ])
+            .assert_exit_code(0);
+        }
+        self.ctl(&[
+            "route",
+            "add",
+            "to-watcher",
+            "--filter",
+            "devices/+/up/#",
+            "--listener",
+            "secure",
+            "--republish",
+            "devices/watcher/down",
+        ])
+        .assert_exit_code(0);
+        self.ctl(&["product", "add", "meter"]).assert_exit_code(0);
+        self.ctl(&[
+            "device",
+            "add",
+            device,
+            "--product",
+            "meter",
+            "--secret",
+            secret,
+        ])
+        .assert_exit_code(0);
+        (secure, tcp)
     }
 
     /// Runs `shoalctl --socket <control.sock> ARGS` to its end.

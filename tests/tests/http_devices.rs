@@ -11,8 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use shoal_tests::{
-    free_ports, publish, run_program, Config, Dataplane, Listener, MqttVersion, Planes, Route,
-    RunOutput, TcpDevice, EMPTY_DATAPLANE_CONFIG, INTEREST_SETTLE, WAIT,
+    publish, run_program, Config, Dataplane, Listener, MqttVersion, Planes, Route, RunOutput,
+    TcpDevice, EMPTY_DATAPLANE_CONFIG, INTEREST_SETTLE, WAIT,
 };
 
 /// Bound on one curl run.
@@ -440,52 +440,7 @@ fn metrics_health_and_readiness() {
 fn device_secret_listeners_check_bearer_and_basic_credentials() {
     let (planes, _cp) = Planes::start();
     let _dp = planes.start_dataplane(EMPTY_DATAPLANE_CONFIG);
-    let ports = free_ports(2);
-    let http = SocketAddr::from(([127, 0, 0, 1], ports[0]));
-    let tcp = SocketAddr::from(([127, 0, 0, 1], ports[1]));
-    for (name, protocol, addr, auth) in [
-        ("secure-http", "http", http, "device-secret"),
-        ("plain-tcp", "tcp", tcp, "none"),
-    ] {
-        planes
-            .ctl(&[
-                "listener",
-                "add",
-                name,
-                "--protocol",
-                protocol,
-                "--bind",
-                &addr.to_string(),
-                "--auth",
-                auth,
-            ])
-            .assert_exit_code(0);
-    }
-    planes
-        .ctl(&[
-            "route",
-            "add",
-            "to-watcher",
-            "--filter",
-            "devices/+/up",
-            "--listener",
-            "secure-http",
-            "--republish",
-            "devices/watcher/down",
-        ])
-        .assert_exit_code(0);
-    planes.ctl(&["product", "add", "meter"]).assert_exit_code(0);
-    planes
-        .ctl(&[
-            "device",
-            "add",
-            "h1",
-            "--product",
-            "meter",
-            "--secret",
-            "h1-secret-token",
-        ])
-        .assert_exit_code(0);
+    let (http, tcp) = planes.secure_listener_with_watcher("http", "h1", "h1-secret-token");
     let mut watcher = TcpDevice::connect(tcp, "watcher");
     thread::sleep(INTEREST_SETTLE);
     let url = format!("http://{http}/v1/devices/h1/messages");

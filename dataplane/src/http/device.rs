@@ -26,9 +26,11 @@ use shoal_protocols::control::SecretDigest;
 use shoal_protocols::http1::{Body, ChunkedDecoder, RequestHead};
 
 use super::mailbox::{self, PollRefused};
+use shoal_protocols::websocket::{check_upgrade, write_accept};
+
 use super::{
-    log_refusal, parse_wait, percent_decode, query_param, read_more, HttpConn, HttpListenerRt,
-    ReadStop, Response, Session,
+    handshake_refusal, log_refusal, parse_wait, percent_decode, query_param, read_more, HttpConn,
+    HttpListenerRt, ReadStop, Response, Session,
 };
 use crate::auth::{authenticate, AuthFailure, Credentials};
 use crate::core::Core;
@@ -63,6 +65,10 @@ enum Kind {
     Poll {
         wait: Duration,
         max: usize,
+    },
+    /// A WebSocket upgrade; `accept` is the 101 answer to write.
+    Socket {
+        accept: Vec<u8>,
     },
 }
 
@@ -102,10 +108,32 @@ fn parse_device(
         Some((resource, subtopic)) => (resource, Some(subtopic)),
         None => (rest, None),
     };
+    let keep_alive = head.keep_alive();
+    if resource == "ws" && subtopic.is_none() {
+        if head.method != "GET" {
+            return Err(
+                Response::error(405, "a device's WebSocket is opened with GET")
+                    .header("Allow", "GET"),
+            );
+        }
+        let upgrade = check_upgrade(head).map_err(|e| handshake_refusal(&e))?;
+        let mut accept = Vec::with_capacity(160);
+        write_accept(&mut accept, &upgrade, None);
+        let device: Rc<str> = device.into();
+        let credentials = match credentials(head, &device) {
+            Ok(None) => query_secret(head, &device),
+            other => other,
+        };
+        return Ok(Request {
+            device,
+            kind: Kind::Socket { accept },
+            credentials,
+            keep_alive: false,
+        });
+    }
     if resource != "messages" {
         return Err(Response::error(404, "no such resource"));
     }
-    let keep_alive = head.keep_alive();
     let kind = match head.method {
         "POST" => {
             let mut topic = format!("devices/{device}/up");
@@ -216,6 +244,43 @@ fn credentials(head: &RequestHead<'_>, device: &str) -> Result<Option<Credential
     }))
 }
 
+/// The secret of a `?secret=` query: browsers cannot set headers on a
+/// WebSocket, so a device's socket may carry it there.
+fn query_secret(head: &RequestHead<'_>, device: &str) -> Result<Option<Credentials>, &'static str> {
+    match query_param(head.query(), "secret") {
+        None => Ok(None),
+        Some(secret) if secret.is_empty() => Err("the secret is empty"),
+        Some(secret) => Ok(Some(Credentials {
+            device: device.into(),
+            digest: SecretDigest::of(device, secret.as_bytes()),
+        })),
+    }
+}
+
+impl Request {
+    /// Whether it opens the device's WebSocket.
+    pub(super) fn is_socket(&self) -> bool {
+        matches!(self.kind, Kind::Socket { .. })
+    }
+}
+
+/// Checks a WebSocket request's credentials: the device and the 101
+/// answer to write, or the refusal.
+pub(super) async fn admit_socket(
+    core: &Rc<Core>,
+    rt: &Rc<HttpListenerRt>,
+    session: &mut Session,
+    request: Request,
+) -> Result<(Rc<str>, Vec<u8>), Response> {
+    check(core, rt, session, &request).await?;
+    match request.kind {
+        Kind::Socket { accept } => Ok((request.device, accept)),
+        Kind::Publish { .. } | Kind::Poll { .. } => {
+            Err(Response::error(500, "not a WebSocket request"))
+        }
+    }
+}
+
 /// Serves one device API request (its head already consumed from the
 /// session's buffer).
 pub(super) async fn handle(
@@ -267,6 +332,7 @@ pub(super) async fn handle(
             };
             publish(core, rt, &request.device, topic, &payload)
         }
+        Kind::Socket { .. } => Response::error(400, "a device's WebSocket needs an upgrade"),
         Kind::Poll { wait, max } => {
             let wait = wait.min(core.settings.borrow().http.max_poll_wait);
             match mailbox::poll(core, &request.device, wait, max).await {
@@ -410,6 +476,21 @@ fn publish(
     payload: &[u8],
 ) -> Response {
     let body = serde_json::json!({ "topic": &topic }).to_string();
+    core.http.device_messages.inc();
+    publish_message(core, rt, device, topic.into(), payload, core.read_clock());
+    Response::new(202, "application/json", body.into_bytes())
+}
+
+/// Publishes what a device sent on this listener (copied into a pool
+/// buffer when one is free).
+pub(super) fn publish_message(
+    core: &Core,
+    rt: &HttpListenerRt,
+    device: &Rc<str>,
+    topic: Rc<str>,
+    payload: &[u8],
+    read_end: Option<Instant>,
+) {
     let pooled = core
         .pool
         .try_acquire(payload.len().max(1))
@@ -418,10 +499,9 @@ fn publish(
         Some(buf) => Payload::whole(buf),
         None => Payload::heap(payload),
     };
-    core.http.device_messages.inc();
     core.publish_read(
         Message {
-            topic: topic.into(),
+            topic,
             payload,
             qos: 0,
             retain: false,
@@ -433,7 +513,6 @@ fn publish(
             hops: 0,
             props: None,
         },
-        core.read_clock(),
+        read_end,
     );
-    Response::new(202, "application/json", body.into_bytes())
 }

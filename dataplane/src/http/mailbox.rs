@@ -204,6 +204,11 @@ pub(crate) struct HttpState {
     pub(crate) polls: Counter,
     pub(crate) downlink_delivered: Counter,
     downlink_lost: Counter,
+    /// WebSocket devices connected (a gauge).
+    pub(crate) ws_sessions: Counter,
+    pub(crate) ws_messages_in: Counter,
+    pub(crate) ws_messages_out: Counter,
+    pub(crate) ws_protocol_errors: Counter,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -226,6 +231,10 @@ impl HttpState {
             mailboxes: self.boxes.borrow().len() as u64,
             mailbox_drops: self.shared.drops.get(),
             downlink_lost: self.downlink_lost.get(),
+            ws_sessions: self.ws_sessions.get(),
+            ws_messages_in: self.ws_messages_in.get(),
+            ws_messages_out: self.ws_messages_out.get(),
+            ws_protocol_errors: self.ws_protocol_errors.get(),
         }
     }
 

@@ -318,6 +318,30 @@ const FAMILIES: &[Family] = &[
         "Downlink messages whose poll had gone when they arrived.",
         |f, h| h.downlink_lost
     ),
+    family!(
+        "shoal_ws_devices",
+        "gauge",
+        "Devices connected over WebSocket (/v1/devices/{id}/ws).",
+        |f, h| h.ws_sessions
+    ),
+    family!(
+        "shoal_ws_device_messages_in_total",
+        "counter",
+        "Messages WebSocket devices sent.",
+        |f, h| h.ws_messages_in
+    ),
+    family!(
+        "shoal_ws_device_messages_out_total",
+        "counter",
+        "Downlink messages written to WebSocket devices.",
+        |f, h| h.ws_messages_out
+    ),
+    family!(
+        "shoal_ws_device_protocol_errors_total",
+        "counter",
+        "WebSocket device connections closed for breaking RFC 6455 or a limit.",
+        |f, h| h.ws_protocol_errors
+    ),
 ];
 
 /// Quotes a label value (backslash, double quote and newline escaped).

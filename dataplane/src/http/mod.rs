@@ -26,6 +26,7 @@
 mod device;
 mod mailbox;
 mod metrics;
+mod ws_device;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -184,6 +185,8 @@ enum End {
     Flv(String),
     /// MQTT over WebSocket (the head is still at the start of the buffer).
     Mqtt,
+    /// A device's WebSocket, admitted: the 101 answer to write.
+    DeviceSocket { device: Rc<str>, accept: Vec<u8> },
 }
 
 /// Serves one connection: requests until it closes, or hands it over.
@@ -224,7 +227,6 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
             }
         }
         End::Mqtt => {
-            core.stats.accepted.dec();
             if let Ok(Decoded::Frame {
                 frame: head,
                 consumed,
@@ -235,10 +237,19 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
                     write_accept(&mut accept, &upgrade, Some("mqtt"));
                 }
                 if !accept.is_empty() && stream.write_all(&accept).await.is_ok() {
+                    core.stats.accepted.dec();
                     let leftover = session.buf.get(consumed..).unwrap_or_default().to_vec();
                     mqtt::serve_websocket(core, rt, stream, peer, leftover).await;
                     return;
                 }
+            }
+        }
+        End::DeviceSocket { device, accept } => {
+            if stream.write_all(&accept).await.is_ok() {
+                core.stats.accepted.dec();
+                let leftover = std::mem::take(&mut session.buf);
+                ws_device::serve(core, rt, stream, peer, device, leftover).await;
+                return;
             }
         }
     }
@@ -367,6 +378,13 @@ async fn run(
                 let mut response = own_resource(core, own);
                 response.head_only = head_only;
                 (response, keep_alive)
+            }
+            Route::Device(request) if request.is_socket() => {
+                session.buf.drain(..consumed);
+                match device::admit_socket(core, rt, session, request).await {
+                    Ok((device, accept)) => return End::DeviceSocket { device, accept },
+                    Err(response) => (response.closing(), false),
+                }
             }
             Route::Device(request) => {
                 session.buf.drain(..consumed);
@@ -564,7 +582,7 @@ fn route(rt: &HttpListenerRt, head: &RequestHead<'_>) -> Route {
     }
 }
 
-fn handshake_refusal(e: &shoal_protocols::websocket::HandshakeError) -> Response {
+pub(super) fn handshake_refusal(e: &shoal_protocols::websocket::HandshakeError) -> Response {
     Response::error(e.status(), &e.to_string()).closing()
 }
 
