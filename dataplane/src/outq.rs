@@ -87,6 +87,11 @@ pub(crate) struct OutQueue {
     loose_segments: usize,
 }
 
+/// Segments an empty queue keeps room for: a burst (a new viewer's GOP,
+/// a downlink backlog) grows the ring, and a connection that has caught
+/// up must not keep that room for its whole life.
+const KEEP_EMPTY_SEGMENTS: usize = 16;
+
 /// Loose segments a queue may hold before it is compacted.
 pub(crate) const COMPACT_AFTER_SEGMENTS: usize = 64;
 
@@ -205,7 +210,15 @@ impl OutQueue {
             total += n;
             self.consume(n);
         }
+        self.release_room();
         Ok((true, total))
+    }
+
+    /// Frees the ring of an empty queue that a burst made large.
+    fn release_room(&mut self) {
+        if self.segments.is_empty() && self.segments.capacity() > KEEP_EMPTY_SEGMENTS {
+            self.segments = VecDeque::new();
+        }
     }
 
     /// The first queued bytes (for a write that waits for the socket).
@@ -229,11 +242,12 @@ impl OutQueue {
                 n = 0;
             }
         }
+        self.release_room();
     }
 
     /// Drops everything queued.
     pub(crate) fn clear(&mut self) {
-        self.segments.clear();
+        self.segments = VecDeque::new();
         self.queued_bytes = 0;
         self.loose_segments = 0;
     }

@@ -211,18 +211,24 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
                 release(&rt);
                 return;
             }
-            // The viewer's task counts the connection from here on.
-            core.stats.accepted.dec();
-            let limits = HeadLimits::default();
             if let Ok(Decoded::Frame { frame: head, .. }) =
-                parse_request_head(&session.buf, &limits)
+                parse_request_head(&session.buf, &HeadLimits::default())
             {
-                let upgrade = if head.has_token("Upgrade", "websocket") {
-                    check_upgrade(&head).ok()
-                } else {
-                    None
-                };
-                stream::serve_flv(core, rt, stream, peer, name, upgrade.as_ref()).await;
+                // WebSocket-FLV: the 101 answer to write first.
+                let accept = head
+                    .has_token("Upgrade", "websocket")
+                    .then(|| check_upgrade(&head).ok())
+                    .flatten()
+                    .map(|upgrade| {
+                        let mut accept = Vec::with_capacity(160);
+                        write_accept(&mut accept, &upgrade, None);
+                        accept
+                    });
+                // The viewer's task counts the connection from here on,
+                // and holds only what playing needs.
+                core.stats.accepted.dec();
+                glommio::spawn_local(stream::serve_flv(core, rt, stream, peer, name, accept))
+                    .detach();
                 return;
             }
         }
@@ -239,7 +245,8 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
                 if !accept.is_empty() && stream.write_all(&accept).await.is_ok() {
                     core.stats.accepted.dec();
                     let leftover = session.buf.get(consumed..).unwrap_or_default().to_vec();
-                    mqtt::serve_websocket(core, rt, stream, peer, leftover).await;
+                    glommio::spawn_local(mqtt::serve_websocket(core, rt, stream, peer, leftover))
+                        .detach();
                     return;
                 }
             }
@@ -248,7 +255,8 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
             if stream.write_all(&accept).await.is_ok() {
                 core.stats.accepted.dec();
                 let leftover = std::mem::take(&mut session.buf);
-                ws_device::serve(core, rt, stream, peer, device, leftover).await;
+                glommio::spawn_local(ws_device::serve(core, rt, stream, peer, device, leftover))
+                    .detach();
                 return;
             }
         }

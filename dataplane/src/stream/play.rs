@@ -12,7 +12,7 @@ use glommio::net::TcpStream;
 use shoal_protocols::config::ListenerAuth;
 use shoal_protocols::http1::{reason_phrase, write_response_head};
 use shoal_protocols::websocket::{
-    decode_frame, encode_close, unmask, write_accept, CloseCode, Decoded, Opcode, Role, Upgrade,
+    decode_frame, encode_close, unmask, CloseCode, Decoded, Opcode, Role,
 };
 use tracing::{debug, info};
 
@@ -76,18 +76,18 @@ pub(crate) async fn serve_flv(
     mut stream: TcpStream,
     peer: SocketAddr,
     name: String,
-    upgrade: Option<&Upgrade<'_>>,
+    accept: Option<Vec<u8>>,
 ) {
-    let proto = if upgrade.is_some() {
+    let websocket = accept.is_some();
+    let proto = if websocket {
         ViewerProto::WsFlv
     } else {
         ViewerProto::HttpFlv
     };
     let viewer = Viewer::new(&core, proto, stream.as_raw_fd());
-    let mut head = Vec::with_capacity(256);
-    match upgrade {
-        Some(u) => write_accept(&mut head, u, None),
-        None => write_response_head(
+    let head = accept.unwrap_or_else(|| {
+        let mut head = Vec::with_capacity(256);
+        write_response_head(
             &mut head,
             200,
             reason_phrase(200),
@@ -99,14 +99,16 @@ pub(crate) async fn serve_flv(
                 ("Connection", "close"),
             ],
             None,
-        ),
-    }
+        );
+        head
+    });
     viewer.write_raw(&head);
+    drop(head);
     let id = core.add_conn(
         Rc::clone(&rt.name),
         Rc::clone(&viewer) as Rc<dyn Connection>,
     );
-    let kind = if upgrade.is_some() {
+    let kind = if websocket {
         "websocket-flv"
     } else {
         "http-flv"

@@ -263,6 +263,11 @@ async fn run(
                 Err(end) => return end,
             }
         }
+        if carry.is_empty() && carry.capacity() > FIRST_READ_BYTES {
+            // A player sends next to nothing once it plays: the room a
+            // handshake or a burst took is given back.
+            carry = Vec::new();
+        }
         reads += 1;
         if reads >= READS_PER_YIELD {
             reads = 0;

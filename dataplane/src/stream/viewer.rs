@@ -251,6 +251,10 @@ impl Viewer {
         while clock.front().is_some_and(|(_, end)| *end <= written) {
             clock.pop_front();
         }
+        if clock.is_empty() && clock.capacity() > 16 {
+            // A burst (the GOP a viewer starts on) grew it; give it back.
+            *clock = VecDeque::new();
+        }
         clock
             .front()
             .map_or(0, |(ts, _)| u64::from(now_ts.wrapping_sub(*ts)))

@@ -78,6 +78,9 @@ pub struct Progress<'a> {
     pub media: Option<MediaMessage<'a>>,
 }
 
+/// Bytes of room an emptied output buffer keeps.
+const KEEP_OUT_BYTES: usize = 1024;
+
 /// The outbound half of a connection: encoded bytes waiting for the
 /// socket, the chunk size they are cut with, and acknowledgement state.
 #[derive(Debug)]
@@ -138,7 +141,13 @@ impl Link {
     pub(crate) fn consume(&mut self, n: usize) {
         self.sent = self.sent.saturating_add(n.min(self.pending().len()));
         if self.sent == self.out.len() {
-            self.out.clear();
+            if self.out.capacity() > KEEP_OUT_BYTES {
+                // The handshake and the connect answers took more than
+                // the messages of a playing or publishing connection do.
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
             self.sent = 0;
             self.hold_at = self.hold_at.map(|_| 0);
         } else if self.sent >= 1 << 16 {
