@@ -130,6 +130,10 @@ pub(crate) struct Core {
     batch_depth: Cell<u32>,
     /// Connections to flush when the batch ends.
     deferred: RefCell<Vec<Rc<dyn DeferredFlush>>>,
+    /// Viewers whose tags wait for the next media write (see
+    /// [`Core::run_media_writes`]), and the wake-up of that task.
+    media_deferred: RefCell<Vec<Rc<dyn DeferredFlush>>>,
+    media_kick: Kick,
     /// The devices this core owns.
     pub(crate) registry: RefCell<RegistryShard>,
     /// Logins of this core waiting for another core's registry answer.
@@ -204,6 +208,8 @@ impl Core {
             route_log: LogLimiter::new(Duration::from_secs(5)),
             batch_depth: Cell::new(0),
             deferred: RefCell::new(Vec::new()),
+            media_deferred: RefCell::new(Vec::new()),
+            media_kick: Kick::default(),
             registry: RefCell::new(RegistryShard::default()),
             auth_queries: PendingQueries::default(),
             latency: RefCell::new(LatencyHistogram::default()),
@@ -518,6 +524,53 @@ impl Core {
 
     pub(crate) fn defer_flush(&self, conn: Rc<dyn DeferredFlush>) {
         self.deferred.borrow_mut().push(conn);
+    }
+
+    /// Flushes `conn` at the next media write (`write_interval` after the
+    /// first tag of the round was queued).
+    pub(crate) fn defer_media_flush(&self, conn: Rc<dyn DeferredFlush>) {
+        let mut list = self.media_deferred.borrow_mut();
+        if list.is_empty() {
+            self.media_kick.kick();
+        }
+        list.push(conn);
+    }
+
+    /// Writes the viewers' gathered tags once per `write_interval`: every
+    /// viewer with tags queued since the last round gets one vectored
+    /// write. Runs until the core stops.
+    pub(crate) async fn run_media_writes(self: Rc<Self>) {
+        loop {
+            let kicked = async {
+                self.media_kick.kicked().await;
+                true
+            };
+            let stop = async {
+                self.stopping.wait().await;
+                false
+            };
+            if !kicked.or(stop).await {
+                break;
+            }
+            if self.media_deferred.borrow().is_empty() {
+                continue;
+            }
+            let interval = self.settings.borrow().streams.write_interval;
+            glommio::timer::sleep(interval).await;
+            let mut list = std::mem::take(&mut *self.media_deferred.borrow_mut());
+            for conn in list.drain(..) {
+                conn.flush_deferred();
+            }
+            let mut deferred = self.media_deferred.borrow_mut();
+            if deferred.is_empty() {
+                *deferred = list;
+            }
+        }
+        // What is left goes out before the connections drain.
+        let list = std::mem::take(&mut *self.media_deferred.borrow_mut());
+        for conn in list {
+            conn.flush_deferred();
+        }
     }
 
     // ----- bus ----------------------------------------------------------

@@ -146,6 +146,7 @@ pub(crate) async fn core_main(link: CoreLink, mesh: Option<MeshBuilder<MeshMsg, 
         .detach();
     }
     glommio::spawn_local(crate::http::run_mailboxes(Rc::clone(&core))).detach();
+    glommio::spawn_local(Rc::clone(&core).run_media_writes()).detach();
     let mut pending: Option<Pending> = None;
     let mut applied = apply::Applied::default();
     while !stop.load(Ordering::Relaxed) {

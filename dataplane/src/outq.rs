@@ -82,9 +82,12 @@ pub(crate) struct OutQueue {
     segments: VecDeque<Segment>,
     queued_bytes: usize,
     limit_bytes: usize,
-    /// Segments queued since the last compaction: each may hold a whole
-    /// pool buffer for a few bytes.
+    /// Segments queued since the last compaction (or since the queue was
+    /// last empty): each may hold a whole pool buffer for a few bytes.
     loose_segments: usize,
+    /// False for queues of shared bytes (a viewer's tags, which every
+    /// viewer of the core holds): copying them would multiply them.
+    compacts: bool,
 }
 
 /// Segments an empty queue keeps room for: a burst (a new viewer's GOP,
@@ -105,12 +108,22 @@ impl OutQueue {
             queued_bytes: 0,
             limit_bytes,
             loose_segments: 0,
+            compacts: true,
+        }
+    }
+
+    /// A queue that never compacts: what it holds is shared (tags every
+    /// viewer of a stream holds), so a copy would cost more than it frees.
+    pub(crate) fn of_shared(limit_bytes: usize) -> Self {
+        Self {
+            compacts: false,
+            ..Self::new(limit_bytes)
         }
     }
 
     /// Whether enough loose segments are queued to be worth compacting.
     pub(crate) fn wants_compaction(&self) -> bool {
-        self.loose_segments >= COMPACT_AFTER_SEGMENTS
+        self.compacts && self.loose_segments >= COMPACT_AFTER_SEGMENTS
     }
 
     /// Copies the queued bytes into as few fresh pool buffers as they fill,
@@ -216,7 +229,11 @@ impl OutQueue {
 
     /// Frees the ring of an empty queue that a burst made large.
     fn release_room(&mut self) {
-        if self.segments.is_empty() && self.segments.capacity() > KEEP_EMPTY_SEGMENTS {
+        if !self.segments.is_empty() {
+            return;
+        }
+        self.loose_segments = 0;
+        if self.segments.capacity() > KEEP_EMPTY_SEGMENTS {
             self.segments = VecDeque::new();
         }
     }
@@ -391,5 +408,39 @@ mod tests {
         drop(q);
         drop(msg);
         assert_eq!(pool.figures()[0].in_use, 0);
+    }
+
+    #[test]
+    fn an_emptied_queue_forgets_its_burst_and_shared_queues_never_copy() {
+        let tag: Rc<[u8]> = Rc::from(&[7u8; 100][..]);
+        let segment = Segment::Shared {
+            bytes: Rc::clone(&tag),
+            start: 0,
+        };
+        for (mut q, compacts) in [
+            (OutQueue::new(1 << 20), true),
+            (OutQueue::of_shared(1 << 20), false),
+        ] {
+            for _ in 0..200 {
+                q.push_rest(std::slice::from_ref(&segment), 0);
+            }
+            assert_eq!(q.wants_compaction(), compacts);
+            assert!(q.segments.capacity() >= 200);
+            let (a, mut b) = UnixStream::pair().unwrap();
+            let (empty, written) = q.write_to(a.as_raw_fd()).unwrap();
+            assert!(empty);
+            let mut got = vec![0u8; written];
+            b.read_exact(&mut got).unwrap();
+            assert_eq!(written, 200 * 100);
+            assert!(
+                q.segments.capacity() <= KEEP_EMPTY_SEGMENTS,
+                "the burst's ring is given back"
+            );
+            // A few messages later, the earlier burst does not count.
+            q.push_rest(std::slice::from_ref(&segment), 0);
+            assert!(!q.wants_compaction());
+            q.consume(100);
+        }
+        assert_eq!(Rc::strong_count(&tag), 2, "only `segment` still holds it");
     }
 }

@@ -50,9 +50,19 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(fd: RawFd, limit_bytes: usize) -> Self {
+        Self::with_queue(fd, OutQueue::new(limit_bytes))
+    }
+
+    /// A writer whose queue holds shared bytes and never copies them
+    /// ([`OutQueue::of_shared`]): a viewer's.
+    pub(crate) fn of_shared(fd: RawFd, limit_bytes: usize) -> Self {
+        Self::with_queue(fd, OutQueue::of_shared(limit_bytes))
+    }
+
+    fn with_queue(fd: RawFd, out: OutQueue) -> Self {
         Self {
             fd,
-            out: RefCell::new(OutQueue::new(limit_bytes)),
+            out: RefCell::new(out),
             kick: Kick::default(),
             write_closed: Cell::new(false),
             write_failed: Cell::new(false),
@@ -133,6 +143,39 @@ impl Writer {
         } else {
             Sent::NoRoom
         }
+    }
+
+    /// Queues one message to be written at the core's next media write
+    /// ([`Core::defer_media_flush`]): tags gathered over the write
+    /// interval leave in one vectored write. `force` as for
+    /// [`send`](Self::send).
+    pub(crate) fn send_later(
+        &self,
+        core: &Core,
+        me: &Weak<dyn DeferredFlush>,
+        segments: &[Segment],
+        total: usize,
+        force: bool,
+    ) -> Sent {
+        if !self.is_open() {
+            return Sent::Closed;
+        }
+        let mut out = self.out.borrow_mut();
+        if !force && !out.has_room(total) {
+            return Sent::NoRoom;
+        }
+        out.push_rest(segments, 0);
+        if out.wants_compaction() {
+            out.compact(&core.pool);
+        }
+        drop(out);
+        // A task waiting for the socket writes it; else the next round.
+        if !self.write_blocked.get() && !self.flush_deferred.replace(true) {
+            if let Some(me) = me.upgrade() {
+                core.defer_media_flush(me);
+            }
+        }
+        Sent::Queued
     }
 
     /// Writes what a batch queued (see [`DeferredFlush`]).

@@ -93,7 +93,7 @@ impl Viewer {
             Self {
                 core: Rc::clone(core),
                 proto: Cell::new(proto),
-                writer: Writer::new(fd, limit),
+                writer: Writer::of_shared(fd, limit),
                 me,
                 phase: Cell::new(Phase::Joining),
                 clock: RefCell::new(VecDeque::new()),
@@ -307,9 +307,15 @@ impl Viewer {
 
     fn write(&self, segments: &[Segment], force: bool, timestamp: Option<u32>) -> Sent {
         let total: usize = segments.iter().map(|s| s.as_slice().len()).sum();
-        let sent = self
-            .writer
-            .send(&self.core, &self.me, segments, total, force);
+        let gather =
+            timestamp.is_some() && !self.core.settings.borrow().streams.write_interval.is_zero();
+        let sent = if gather {
+            self.writer
+                .send_later(&self.core, &self.me, segments, total, force)
+        } else {
+            self.writer
+                .send(&self.core, &self.me, segments, total, force)
+        };
         if sent == Sent::Queued {
             let end = self.handed.get() + total as u64;
             self.handed.set(end);
