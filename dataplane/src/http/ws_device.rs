@@ -58,6 +58,8 @@ struct WsDeviceConn {
     writer: Writer,
     close: RefCell<Option<CloseReason>>,
     draining: Cell<bool>,
+    /// A close frame went out: nothing may follow it (RFC 6455 §5.5.1).
+    close_sent: Cell<bool>,
     me: Weak<Self>,
 }
 
@@ -70,7 +72,7 @@ impl DeferredFlush for WsDeviceConn {
 impl Deliver for WsDeviceConn {
     fn deliver(&self, msg: &Message) {
         let stats = &self.core.stats;
-        if self.close.borrow().is_some() || self.draining.get() {
+        if self.close.borrow().is_some() || self.draining.get() || self.close_sent.get() {
             stats.outbound_drops.inc();
             return;
         }
@@ -127,7 +129,11 @@ impl WsDeviceConn {
             .send(&self.core, &weak_flush(&self.me), &segments, total, true);
     }
 
+    /// Sends the connection's one close frame (later calls do nothing).
     fn send_close(&self, code: CloseCode, reason: &str) {
+        if self.close_sent.replace(true) {
+            return;
+        }
         let mut frame = Vec::with_capacity(4 + reason.len());
         encode_close(&mut frame, code, reason);
         self.send_control(frame);
@@ -168,6 +174,7 @@ pub(super) async fn serve(
         writer: Writer::new(stream.as_raw_fd(), limit),
         close: RefCell::new(None),
         draining: Cell::new(false),
+        close_sent: Cell::new(false),
         me: me.clone(),
     });
     let id = core.add_conn(Rc::clone(&rt.name), Rc::clone(&conn) as Rc<dyn Connection>);
@@ -411,6 +418,7 @@ impl Input {
                     core.http.ws_messages_in.inc();
                     publish_message(core, rt, device, Rc::clone(up_topic), data, read_end);
                 }
+                Ok(Some(Event::Ping(_))) if conn.close_sent.get() => {}
                 Ok(Some(Event::Ping(data))) => {
                     let mut pong = Vec::with_capacity(2 + data.len());
                     encode_frame(&mut pong, true, Opcode::Pong, data, None);
