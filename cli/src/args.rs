@@ -211,6 +211,10 @@ pub(crate) enum ProtocolArg {
     /// RTMP: live streams published and played (with auth device-secret,
     /// only streams a stream rule covers).
     Rtmp,
+    /// CoAP over UDP: POST /devices/{id}/up[/{subtopic}] publishes, GET
+    /// /devices/{id}/down with Observe follows the downlink (with auth
+    /// device-secret: a `secret=` Uri-Query).
+    Coap,
 }
 
 /// `--auth`.

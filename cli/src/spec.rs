@@ -252,6 +252,7 @@ pub(crate) fn protocol_summary(protocol: ListenerProtocol) -> &'static str {
         ListenerProtocol::Mqtt => "mqtt",
         ListenerProtocol::Http => "http",
         ListenerProtocol::Rtmp => "rtmp",
+        ListenerProtocol::Coap => "coap",
         _ => "other",
     }
 }

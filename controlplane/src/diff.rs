@@ -279,6 +279,10 @@ fn protocol_name(p: ListenerProtocol) -> &'static str {
     match p {
         ListenerProtocol::Tcp => "tcp",
         ListenerProtocol::Udp => "udp",
+        ListenerProtocol::Mqtt => "mqtt",
+        ListenerProtocol::Http => "http",
+        ListenerProtocol::Rtmp => "rtmp",
+        ListenerProtocol::Coap => "coap",
         _ => "other",
     }
 }

@@ -342,6 +342,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "coap-default",
                 "http-default",
                 "mqtt-default",
                 "rtmp-default",

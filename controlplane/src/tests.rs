@@ -232,6 +232,7 @@ fn snapshot_then_delta_then_stored() {
     assert_eq!(
         names,
         [
+            "coap-default",
             "http-default",
             "mqtt-default",
             "rtmp-default",
@@ -518,7 +519,7 @@ fn cli_session_answers_requests() {
     let CliResponse::Resources(listeners) = cli.recv() else {
         panic!("no resources");
     };
-    assert_eq!(listeners.len(), 5);
+    assert_eq!(listeners.len(), 6);
     cli.send(&CliRequest::Get {
         kind: ResourceKind::Device,
         name: Some("ghost".into()),

@@ -25,7 +25,7 @@ use crate::core::{CloseReason, Connection, Core};
 use crate::listener::ListenerSpec;
 use crate::routes::RouteTable;
 use crate::signal::LocalSignal;
-use crate::{http, mqtt, stream, tcp, udp};
+use crate::{coap, http, mqtt, stream, tcp, udp};
 
 /// A validated config and the listener state every core shares.
 #[derive(Debug)]
@@ -79,6 +79,7 @@ enum Running {
     Udp(Rc<udp::UdpListenerRt>),
     /// MQTT, or HTTP (which serves MQTT over WebSocket).
     Stream(Rc<mqtt::MqttListenerRt>),
+    Coap(Rc<coap::CoapListenerRt>),
 }
 
 impl Running {
@@ -87,6 +88,7 @@ impl Running {
             Self::Tcp(rt) => &rt.removed,
             Self::Udp(rt) => &rt.removed,
             Self::Stream(rt) => &rt.removed,
+            Self::Coap(rt) => &rt.removed,
         }
     }
 }
@@ -103,6 +105,7 @@ pub(crate) struct Prepared {
     tcp: Vec<(TcpListener, Rc<tcp::TcpListenerRt>, Arc<ListenerSpec>)>,
     udp: Vec<(UdpSocket, Rc<udp::UdpListenerRt>, Arc<ListenerSpec>)>,
     streams: Vec<(TcpListener, Rc<mqtt::MqttListenerRt>, Arc<ListenerSpec>)>,
+    coap: Vec<(UdpSocket, Rc<coap::CoapListenerRt>, Arc<ListenerSpec>)>,
     /// Running listeners the new config changes (replaced) or drops.
     replaced: Vec<String>,
     removed: Vec<String>,
@@ -120,6 +123,7 @@ impl std::fmt::Debug for Prepared {
             .field("version", &self.version)
             .field("tcp", &self.tcp.len())
             .field("udp", &self.udp.len())
+            .field("coap", &self.coap.len())
             .field("replaced", &self.replaced)
             .field("removed", &self.removed)
             .finish_non_exhaustive()
@@ -151,6 +155,7 @@ pub(crate) fn prepare(
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
     let mut streams = Vec::new();
+    let mut coap = Vec::new();
     let mut replaced = Vec::new();
     for spec in &plan.listeners {
         let name = &spec.config.name;
@@ -180,6 +185,10 @@ pub(crate) fn prepare(
                 let (socket, rt) = mqtt::bind(spec)?;
                 streams.push((socket, rt, Arc::clone(spec)));
             }
+            ListenerProtocol::Coap => {
+                let (socket, rt) = coap::bind(core, spec)?;
+                coap.push((socket, rt, Arc::clone(spec)));
+            }
             #[allow(unreachable_patterns)]
             other => {
                 return Err(format!(
@@ -203,6 +212,7 @@ pub(crate) fn prepare(
         tcp,
         udp,
         streams,
+        coap,
         replaced,
         removed,
         routes,
@@ -260,6 +270,12 @@ pub(crate) fn commit(core: &Rc<Core>, prepared: Prepared, applied: &mut Applied)
         applied
             .listeners
             .insert(spec.config.name.clone(), (spec, Running::Udp(rt)));
+    }
+    for (socket, rt, spec) in prepared.coap {
+        glommio::spawn_local(coap::run_listener(Rc::clone(core), Rc::clone(&rt), socket)).detach();
+        applied
+            .listeners
+            .insert(spec.config.name.clone(), (spec, Running::Coap(rt)));
     }
     if prepared.version > 1 {
         info!(

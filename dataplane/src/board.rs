@@ -42,6 +42,21 @@ pub(crate) struct HttpFigures {
     pub(crate) ws_protocol_errors: u64,
 }
 
+/// CoAP listener counters of one core (exported on `/metrics`; see
+/// `coap::CoapStats` for what each counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CoapFigures {
+    pub(crate) requests: u64,
+    pub(crate) publishes: u64,
+    pub(crate) notifications: u64,
+    pub(crate) retransmissions: u64,
+    pub(crate) give_ups: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) errors: u64,
+    pub(crate) drops: u64,
+    pub(crate) observers: u64,
+}
+
 /// The cumulative handling-latency histogram of one core, in the
 /// Prometheus form: counts at or below each bound (seconds).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,6 +71,7 @@ pub(crate) struct LatencyBuckets {
 pub(crate) struct CorePost {
     pub(crate) figures: CoreFigures,
     pub(crate) http: HttpFigures,
+    pub(crate) coap: CoapFigures,
     pub(crate) latency: LatencyBuckets,
 }
 

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::auth::PendingQueries;
 use crate::board::{CorePost, FiguresBoard, LatencyBuckets};
 use crate::bus::{Bus, SharedTarget, Subscriber};
+use crate::coap::CoapStats;
 use crate::http::HttpState;
 use crate::latency::LatencyHistogram;
 use crate::message::{CrossMessage, MeshMsg, Message};
@@ -159,6 +160,8 @@ pub(crate) struct Core {
     pub(crate) board: Arc<FiguresBoard>,
     /// HTTP listeners' per-core state: device mailboxes, polls, counters.
     pub(crate) http: HttpState,
+    /// CoAP listeners' counters.
+    pub(crate) coap: CoapStats,
 }
 
 impl std::fmt::Debug for Core {
@@ -223,6 +226,7 @@ impl Core {
             interest_gate: Gate::closed(),
             board,
             http: HttpState::default(),
+            coap: CoapStats::default(),
         }
     }
 
@@ -282,6 +286,7 @@ impl Core {
             CorePost {
                 figures,
                 http: self.http.figures(),
+                coap: self.coap.figures(),
                 latency,
             },
         );

@@ -29,6 +29,7 @@ mod apply;
 mod auth;
 mod board;
 mod bus;
+mod coap;
 mod control;
 mod core;
 mod core_task;

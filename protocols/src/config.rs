@@ -149,13 +149,18 @@ pub enum ListenerProtocol {
     Http,
     /// RTMP: live streams published and played.
     Rtmp,
+    /// CoAP over UDP (RFC 7252, with block-wise transfers and observe):
+    /// `POST /devices/{id}/up[/…]` publishes, `GET /devices/{id}/down`
+    /// with Observe follows the device's downlink. `max_frame_bytes`
+    /// bounds a whole (reassembled) request body.
+    Coap,
 }
 
 impl ListenerProtocol {
     /// Whether it runs over UDP (else TCP): two listeners of the same
     /// transport cannot share an address.
     pub fn is_udp(self) -> bool {
-        self == Self::Udp
+        matches!(self, Self::Udp | Self::Coap)
     }
 }
 
@@ -167,6 +172,7 @@ impl fmt::Display for ListenerProtocol {
             Self::Mqtt => "mqtt",
             Self::Http => "http",
             Self::Rtmp => "rtmp",
+            Self::Coap => "coap",
         })
     }
 }
@@ -202,7 +208,8 @@ pub struct ListenerConfig {
     /// ones are refused and counted.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
-    /// Largest frame (TCP) or datagram (UDP) accepted.
+    /// Largest frame (TCP) or datagram (UDP) accepted; on CoAP listeners
+    /// the largest request body (reassembled from its Block1 blocks).
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: u32,
     /// A connection (or UDP session) silent this long is closed.
@@ -533,7 +540,7 @@ impl DataPlaneConfig {
                 return Err(ConfigError::new(
                     at,
                     "auth device_secret is for tcp (identity login_frame: the login frame \
-                     carries `{device_id}:{secret}`), mqtt, http and rtmp listeners",
+                     carries `{device_id}:{secret}`), mqtt, http, rtmp and coap listeners",
                 ));
             }
         }
@@ -826,7 +833,14 @@ mod tests {
     fn embedded_default_is_valid_and_loopback_only() {
         let c = default_config();
         c.validate().unwrap();
-        assert_eq!(c.listeners.len(), 5);
+        assert_eq!(c.listeners.len(), 6);
+        let coap = &c.listeners[5];
+        assert_eq!(
+            (coap.protocol, coap.bind.as_str(), coap.auth),
+            (ListenerProtocol::Coap, "127.0.0.1:5683", ListenerAuth::None)
+        );
+        assert!(coap.protocol.is_udp());
+        assert_eq!(coap.protocol.to_string(), "coap");
         let rtmp = &c.listeners[4];
         assert_eq!(
             (rtmp.protocol, rtmp.bind.as_str(), rtmp.auth),
@@ -936,5 +950,34 @@ mod tests {
         assert!(validate_device_id("a+").is_err());
         assert!(validate_device_id("a\n").is_err());
         assert!(validate_device_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn coap_listeners_take_device_secret_but_no_framing_and_share_no_udp_port() {
+        let mut c = default_config();
+        let coap = c.listeners.len() - 1;
+        c.listeners[coap].auth = ListenerAuth::DeviceSecret;
+        c.validate().unwrap();
+
+        let mut framed = c.clone();
+        framed.listeners[coap].framing = Some(FramingConfig::default());
+        let e = framed.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("`framing` is for tcp and udp listeners, not coap"),
+            "{e}"
+        );
+
+        let mut same_port = c.clone();
+        same_port.listeners[coap].bind = same_port.listeners[1].bind.clone();
+        let e = same_port.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("already bound by listener \"udp-default\""),
+            "{e}"
+        );
+
+        // A TCP listener may use the CoAP listener's port number.
+        let mut tcp_too = c;
+        tcp_too.listeners[0].bind = "127.0.0.1:5683".into();
+        tcp_too.validate().unwrap();
     }
 }

@@ -146,6 +146,13 @@ impl Listener {
         Self::new(name, "udp", port).identity(r#"{ kind = "peer_address" }"#)
     }
 
+    /// CoAP over UDP on `127.0.0.1:@port{port}@`: `POST
+    /// /devices/{id}/up[/…]` publishes, `GET /devices/{id}/down` (with
+    /// Observe) follows the downlink.
+    pub fn coap(name: &str, port: usize) -> Self {
+        Self::new(name, "coap", port)
+    }
+
     /// MQTT 3.1.1 and 5.0 on `127.0.0.1:@port{port}@`.
     pub fn mqtt(name: &str, port: usize) -> Self {
         Self::new(name, "mqtt", port)

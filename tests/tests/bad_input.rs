@@ -185,7 +185,7 @@ fn check_config_accepts_the_default_config() {
     let out = run_dataplane(&["--check-config"], Some(&printed.stdout), WAIT);
     out.assert_exit_code(0);
     assert!(
-        out.stdout.contains("config ok: 5 listeners, 0 routes"),
+        out.stdout.contains("config ok: 6 listeners, 0 routes"),
         "{out:?}"
     );
 }

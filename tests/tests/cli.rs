@@ -131,7 +131,8 @@ fn shoalctl_checks_a_config_to_json() {
             "udp-default",
             "mqtt-default",
             "http-default",
-            "rtmp-default"
+            "rtmp-default",
+            "coap-default"
         ],
         "{doc}"
     );
@@ -276,7 +277,7 @@ fn controlplane_accepts_the_default_config() {
     let out = run_on_file(CONTROLPLANE, &["check"], &default);
     out.assert_exit_code(0);
     assert!(
-        out.stdout.contains(": ok (5 listeners, 0 routes)"),
+        out.stdout.contains(": ok (6 listeners, 0 routes)"),
         "{out:?}"
     );
 }

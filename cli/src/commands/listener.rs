@@ -14,7 +14,7 @@ use crate::error::CliResult;
 
 /// The listener `listener add` describes, with the transport's defaults
 /// filled in (tcp: `length:2` and login-frame; udp: no framing and
-/// peer-address; mqtt and http: neither applies).
+/// peer-address; mqtt, http, rtmp and coap: neither applies).
 pub(crate) fn listener_of(args: &ListenerAddArgs) -> Listener {
     let (protocol, default_framing, default_identity) = match args.protocol {
         ProtocolArg::Tcp => (
@@ -32,6 +32,7 @@ pub(crate) fn listener_of(args: &ListenerAddArgs) -> Listener {
         ProtocolArg::Mqtt => (ListenerProtocol::Mqtt, None, Identity::LoginFrame),
         ProtocolArg::Http => (ListenerProtocol::Http, None, Identity::LoginFrame),
         ProtocolArg::Rtmp => (ListenerProtocol::Rtmp, None, Identity::LoginFrame),
+        ProtocolArg::Coap => (ListenerProtocol::Coap, None, Identity::LoginFrame),
     };
     Listener {
         name: args.name.clone(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shoal_protocols::figures::CoreFigures;
 
-use crate::board::{CorePost, HttpFigures};
+use crate::board::{CoapFigures, CorePost, HttpFigures};
 
 /// The content type of the text format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -432,8 +432,75 @@ pub(crate) fn render(
     }
     pools(&mut out, &live);
     streams(&mut out, &live);
+    coap(&mut out, &live);
     latency(&mut out, &live);
     out
+}
+
+/// The CoAP listeners' families, one sample per core.
+fn coap(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
+    let families: [ItemFamily<CoapFigures>; 9] = [
+        (
+            "shoal_coap_requests_total",
+            "counter",
+            "CoAP requests handled (duplicates not included).",
+            |c| c.requests,
+        ),
+        (
+            "shoal_coap_publishes_total",
+            "counter",
+            "Messages CoAP devices published.",
+            |c| c.publishes,
+        ),
+        (
+            "shoal_coap_notifications_total",
+            "counter",
+            "CoAP notifications sent to observers (first transmissions).",
+            |c| c.notifications,
+        ),
+        (
+            "shoal_coap_retransmissions_total",
+            "counter",
+            "CoAP notifications sent again for want of an ACK.",
+            |c| c.retransmissions,
+        ),
+        (
+            "shoal_coap_give_ups_total",
+            "counter",
+            "CoAP notifications never acknowledged (their observation ended).",
+            |c| c.give_ups,
+        ),
+        (
+            "shoal_coap_duplicates_total",
+            "counter",
+            "Duplicate CoAP messages (answered again, not handled again).",
+            |c| c.duplicates,
+        ),
+        (
+            "shoal_coap_errors_total",
+            "counter",
+            "CoAP messages malformed or refused.",
+            |c| c.errors,
+        ),
+        (
+            "shoal_coap_drops_total",
+            "counter",
+            "CoAP notifications, observers or payloads a bound dropped.",
+            |c| c.drops,
+        ),
+        (
+            "shoal_coap_observers",
+            "gauge",
+            "CoAP observations on the core.",
+            |c| c.observers,
+        ),
+    ];
+    for (name, kind, help, value) in &families {
+        header(out, name, kind, help);
+        for (core, _, post) in live {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", value(&post.coap));
+        }
+    }
 }
 
 fn pools(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
@@ -594,6 +661,7 @@ mod tests {
             ..StreamFigures::default()
         }];
         post.http.device_messages = 5;
+        post.coap.publishes = 6;
         post.latency = LatencyBuckets {
             buckets: vec![(0.001, 2), (0.01, 3)],
             count: 4,
@@ -632,6 +700,7 @@ mod tests {
         }
         assert!(text.contains("shoal_messages_in_total{core=\"0\"} 42\n"));
         assert!(text.contains("shoal_http_device_messages_total{core=\"0\"} 5\n"));
+        assert!(text.contains("shoal_coap_publishes_total{core=\"0\"} 6\n"));
         assert!(text.contains("shoal_pool_in_use_buffers{core=\"0\",buffer_bytes=\"512\"} 3\n"));
         assert!(text.contains(
             "shoal_stream_core_viewers{core=\"0\",stream=\"live/\\\"odd\\\"\\\\name\"} 7\n"

@@ -423,6 +423,7 @@ fn own_resource(core: &Core, own: Own) -> Response {
             let fresh = crate::board::CorePost {
                 figures: core.figures(),
                 http: core.http.figures(),
+                coap: core.coap.figures(),
                 latency: posts
                     .get(core.index)
                     .and_then(|p| p.as_ref())

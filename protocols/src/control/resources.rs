@@ -167,6 +167,8 @@ pub enum ListenerProtocol {
     Http,
     /// RTMP (live streams).
     Rtmp,
+    /// CoAP over UDP (device uplink, observed downlink).
+    Coap,
 }
 
 /// [`framing::FramingConfig`] on the wire.
@@ -382,6 +384,7 @@ impl From<&config::ListenerConfig> for Listener {
                 config::ListenerProtocol::Mqtt => ListenerProtocol::Mqtt,
                 config::ListenerProtocol::Http => ListenerProtocol::Http,
                 config::ListenerProtocol::Rtmp => ListenerProtocol::Rtmp,
+                config::ListenerProtocol::Coap => ListenerProtocol::Coap,
             },
             bind: l.bind.clone(),
             max_connections: l.max_connections,
@@ -413,6 +416,7 @@ impl From<&Listener> for config::ListenerConfig {
                 ListenerProtocol::Mqtt => config::ListenerProtocol::Mqtt,
                 ListenerProtocol::Http => config::ListenerProtocol::Http,
                 ListenerProtocol::Rtmp => config::ListenerProtocol::Rtmp,
+                ListenerProtocol::Coap => config::ListenerProtocol::Coap,
             },
             bind: l.bind.clone(),
             max_connections: l.max_connections,
