@@ -76,9 +76,9 @@ impl Dataplane {
             format!(
                 "[runtime]\ndrain_timeout = \"1s\"\n\n\
                  [[listener]]\nname = \"rtmp-smoke\"\nprotocol = \"rtmp\"\n\
-                 bind = \"127.0.0.1:{rtmp_port}\"\nmax_connections = 1000\n\n\
+                 bind = \"127.0.0.1:{rtmp_port}\"\nauth = \"none\"\nmax_connections = 1000\n\n\
                  [[listener]]\nname = \"http-smoke\"\nprotocol = \"http\"\n\
-                 bind = \"127.0.0.1:{http_port}\"\nmax_connections = 1000\n\
+                 bind = \"127.0.0.1:{http_port}\"\nauth = \"none\"\nmax_connections = 1000\n\
                  max_frame_bytes = 65000\nidle_timeout = \"5m\"\n"
             ),
         )

@@ -69,7 +69,7 @@ impl Dataplane {
             format!(
                 "[runtime]\ndrain_timeout = \"1s\"\n\n\
                  [[listener]]\nname = \"mqtt-smoke\"\nprotocol = \"mqtt\"\n\
-                 bind = \"127.0.0.1:{port}\"\nmax_connections = 10000\n\
+                 bind = \"127.0.0.1:{port}\"\nauth = \"none\"\nmax_connections = 10000\n\
                  max_frame_bytes = 65000\nidle_timeout = \"5m\"\n"
             ),
         )

@@ -179,9 +179,11 @@ pub(crate) struct ListenerAddArgs {
     /// (tcp default: login-frame; udp default: peer-address).
     #[arg(long, value_name = "RULE", value_parser = parse_identity)]
     pub(crate) identity: Option<Identity>,
-    /// What a device must show.
-    #[arg(long, value_enum, default_value_t = AuthArg::None)]
-    pub(crate) auth: AuthArg,
+    /// What a device must show (default: device-secret; raw udp listeners,
+    /// and tcp ones whose identity is not the login frame, cannot check a
+    /// secret and need --auth none).
+    #[arg(long, value_enum)]
+    pub(crate) auth: Option<AuthArg>,
     /// Open connections (udp: sessions) before new ones are refused.
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub(crate) max_connections: u32,
@@ -546,7 +548,7 @@ mod tests {
         assert_eq!(a.max_connections, 100_000);
         assert_eq!(a.max_frame_bytes, 4096);
         assert_eq!(a.idle_timeout, Duration::from_secs(300));
-        assert_eq!(a.auth, AuthArg::None);
+        assert_eq!(a.auth, None);
         assert!(Cli::try_parse_from([
             "shoalctl",
             "listener",

@@ -223,7 +223,10 @@ pub struct ListenerConfig {
     /// from their own logins).
     #[serde(default = "default_identity")]
     pub identity: IdentityRule,
-    /// Whether a device must prove it is in the registry.
+    /// Whether a device must prove it is in the registry: `device_secret`
+    /// unless set. Raw UDP listeners, and raw TCP ones whose identity is
+    /// not a login frame, cannot check a secret: they must say
+    /// `auth = "none"`.
     #[serde(default)]
     pub auth: ListenerAuth,
 }
@@ -234,13 +237,14 @@ pub struct ListenerConfig {
 #[non_exhaustive]
 pub enum ListenerAuth {
     /// Any device id is taken as it is given.
-    #[default]
     None,
     /// The login frame is `{device_id}:{secret}` (split at the last `:`),
     /// and the device must be in the registry with that secret. On MQTT
     /// listeners: user name = device id, password = secret. On RTMP and
     /// HTTP listeners, live streams are served only where a `[[stream]]`
-    /// rule covers them (with `none`, any stream is).
+    /// rule covers them (with `none`, any stream is). The default: a
+    /// listener takes devices without credentials only when it says so.
+    #[default]
     DeviceSecret,
 }
 
@@ -539,8 +543,10 @@ impl DataPlaneConfig {
             {
                 return Err(ConfigError::new(
                     at,
-                    "auth device_secret is for tcp (identity login_frame: the login frame \
-                     carries `{device_id}:{secret}`), mqtt, http, rtmp and coap listeners",
+                    "auth is device_secret (the default), which this listener cannot check: \
+                     it is for tcp (identity login_frame: the login frame carries \
+                     `{device_id}:{secret}`), mqtt, http, rtmp and coap listeners; \
+                     set auth = \"none\" to take device ids as given",
                 ));
             }
         }
@@ -911,6 +917,26 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"nope\" does not exist"));
+    }
+
+    #[test]
+    fn listeners_require_the_device_secret_unless_they_say_none() {
+        let tcp = "[[listener]]\nname = \"t\"\nprotocol = \"tcp\"\nbind = \"127.0.0.1:7100\"\n\
+                   framing = { kind = \"length_field\", width = 2 }\n";
+        let c = DataPlaneConfig::from_toml(tcp).unwrap();
+        assert_eq!(c.listeners[0].auth, ListenerAuth::DeviceSecret);
+        let udp = "[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nbind = \"127.0.0.1:7101\"\n\
+                   identity = { kind = \"peer_address\" }\n";
+        let e = DataPlaneConfig::from_toml(udp)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("listener[0] \"u\""), "{e}");
+        assert!(e.contains("auth = \"none\""), "{e}");
+        let c = DataPlaneConfig::from_toml(&format!("{udp}auth = \"none\"\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listeners[0].auth, ListenerAuth::None);
     }
 
     #[test]

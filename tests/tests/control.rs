@@ -12,7 +12,8 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// Adds a raw TCP listener (2-byte length framing, login frame) on `port`.
+/// Adds a raw TCP listener (2-byte length framing, login frame, no
+/// credentials) on `port`.
 fn add_tcp_listener(planes: &Planes, name: &str, port: u16) -> String {
     let out = planes.ctl(&[
         "listener",
@@ -22,6 +23,8 @@ fn add_tcp_listener(planes: &Planes, name: &str, port: u16) -> String {
         "tcp",
         "--bind",
         &addr(port).to_string(),
+        "--auth",
+        "none",
     ]);
     out.assert_exit_code(0);
     out.stdout

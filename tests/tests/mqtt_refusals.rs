@@ -57,6 +57,7 @@ auth = "device_secret"
 name = "open"
 protocol = "mqtt"
 bind = "127.0.0.1:{open}"
+auth = "none"
 
 [[product]]
 name = "meter"
