@@ -13,13 +13,16 @@
 //! ```
 
 mod clock;
+mod coap;
 mod flv;
+mod http_post;
 mod mqtt;
 mod multiproc;
 mod net;
 mod pacer;
 mod proc_stats;
 mod report;
+mod request_run;
 mod runtime;
 mod tally;
 mod tcp_frames;
@@ -53,6 +56,14 @@ enum Scenario {
     /// viewers: delivered Gbit/s, latency, stalls, skipped tags, server
     /// CPU per Gbit and memory per viewer.
     FlvFanout(flv::FlvFanoutArgs),
+    /// Devices publishing over HTTP/1.1 keep-alive connections (`POST
+    /// /v1/devices/{id}/messages`, or any --path): requests/s, latency,
+    /// non-2xx, server CPU per 1k requests.
+    HttpPost(http_post::HttpPostArgs),
+    /// CoAP devices, each on its own UDP socket, sending CON (or NON)
+    /// `POST /devices/{id}/up`: requests/s, latency, retransmissions and
+    /// timeouts, server CPU per 1k requests.
+    Coap(coap::CoapArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +73,8 @@ fn main() -> ExitCode {
         Scenario::MqttConn(args) => mqtt::run_conn(args),
         Scenario::MqttPubsub(args) => mqtt::run_pubsub(args),
         Scenario::FlvFanout(args) => flv::run(args),
+        Scenario::HttpPost(args) => http_post::run(args),
+        Scenario::Coap(args) => coap::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

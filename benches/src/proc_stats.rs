@@ -54,6 +54,67 @@ impl ProcessWatch {
     }
 }
 
+/// Several processes sampled as one server (a master and its workers):
+/// their CPU ticks and RSS summed.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessSetWatch {
+    watches: Vec<ProcessWatch>,
+}
+
+impl ProcessSetWatch {
+    /// Checks that every process exists and can be read; `None` for no pid.
+    pub(crate) fn new(pids: &[u32]) -> anyhow::Result<Option<Self>> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        let watches = pids
+            .iter()
+            .map(|&pid| ProcessWatch::new(pid))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(Self { watches }))
+    }
+
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.watches.iter().map(ProcessWatch::pid).collect()
+    }
+
+    /// The sum over every process; fails if one cannot be read.
+    pub(crate) fn sample(&self) -> anyhow::Result<ProcSample> {
+        let mut sum = ProcSample {
+            cpu_ticks: 0,
+            rss_kib: 0,
+        };
+        for watch in &self.watches {
+            let one = watch
+                .sample()
+                .with_context(|| format!("pid {}", watch.pid()))?;
+            sum.cpu_ticks += one.cpu_ticks;
+            sum.rss_kib += one.rss_kib;
+        }
+        Ok(sum)
+    }
+
+    /// CPU seconds spent between two samples (all processes).
+    pub(crate) fn cpu_s_between(&self, before: ProcSample, after: ProcSample) -> f64 {
+        self.watches
+            .first()
+            .map_or(0.0, |watch| watch.cpu_s_between(before, after))
+    }
+
+    /// One sample (if any processes are watched); a failed read is reported
+    /// on stderr (with `when`) and gives `None`.
+    pub(crate) fn sample_or_warn(set: Option<&Self>, when: &str) -> Option<ProcSample> {
+        let set = set?;
+        match set.sample() {
+            Ok(sample) => Some(sample),
+            Err(e) => {
+                eprintln!("shoal-bench: cannot sample the server {when}: {e:#}");
+                None
+            }
+        }
+    }
+}
+
 /// One sample of `server` (if any); a failed read is reported on stderr
 /// (with `when`, e.g. "at the end of the measured window") and gives `None`.
 pub(crate) fn sample_or_warn(server: Option<&ProcessWatch>, when: &str) -> Option<ProcSample> {
@@ -168,6 +229,19 @@ mod tests {
         assert!(parse_stat_cpu_ticks(&stat).is_some());
         let status = fs::read_to_string("/proc/self/status").unwrap();
         assert!(parse_status_rss_kib(&status).unwrap() > 0);
+    }
+
+    #[test]
+    fn process_set_sums_its_processes() {
+        assert!(ProcessSetWatch::new(&[]).unwrap().is_none());
+        let me = std::process::id();
+        let one = ProcessSetWatch::new(&[me]).unwrap().unwrap();
+        let two = ProcessSetWatch::new(&[me, me]).unwrap().unwrap();
+        assert_eq!(two.pids(), [me, me]);
+        let (a, b) = (one.sample().unwrap(), two.sample().unwrap());
+        assert!(b.rss_kib >= a.rss_kib && b.rss_kib > 0);
+        assert!(two.cpu_s_between(a, b) >= 0.0);
+        assert!(ProcessSetWatch::new(&[me, u32::MAX]).is_err());
     }
 
     #[test]
