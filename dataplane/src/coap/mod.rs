@@ -179,6 +179,7 @@ pub(crate) fn bind(
         .map_err(|e| format!("listener {:?}: cannot bind udp {}: {e}", c.name, spec.addr))?;
     socket.set_buffer_size(datagram_bytes + 1);
     let fd = socket.as_raw_fd();
+    crate::udp::set_receive_buffer(fd, crate::udp::UDP_RECEIVE_BUFFER_BYTES);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
