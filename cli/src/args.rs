@@ -311,9 +311,10 @@ pub(crate) enum RouteCommand {
     /// name (it keeps its place).
     #[command(
         after_help = "Example:\n  shoalctl route add to-lamp --filter 'devices/+/up' --listener udp-default --republish devices/lamp/down\n  \
-                      shoalctl route add north --filter 'devices/#' --forward-tcp 10.0.0.5:9000 --framing line"
+                      shoalctl route add north --filter 'devices/#' --forward-tcp 10.0.0.5:9000 --framing line\n  \
+                      shoalctl route add hook --filter 'devices/+/up/#' --forward-http http://127.0.0.1:9000/ingest --batch-max 100 --batch-wait 20ms"
     )]
-    Add(RouteAddArgs),
+    Add(Box<RouteAddArgs>),
     /// Remove a route.
     #[command(after_help = "Example:\n  shoalctl route rm to-lamp")]
     Rm {
@@ -342,10 +343,61 @@ pub(crate) struct RouteAddArgs {
     /// Framing of the TCP upstream (with --forward-tcp; default length:2).
     #[arg(long, value_name = "SPEC", value_parser = parse_framing)]
     pub(crate) framing: Option<FramingSpec>,
-    /// Bytes queued per core for the TCP upstream before messages are
-    /// dropped (with --forward-tcp; default 1048576).
+    /// Bytes queued per core for the upstream before messages are dropped
+    /// (with --forward-tcp or --forward-http; default 1048576).
     #[arg(long, value_name = "N")]
     pub(crate) queue_bytes: Option<u32>,
+    /// Webhook options (with --forward-http).
+    #[command(flatten)]
+    pub(crate) webhook: WebhookArgs,
+}
+
+/// Options of `route add --forward-http`; unset ones take the defaults of
+/// `forward_http` routes.
+#[derive(Debug, Args)]
+pub(crate) struct WebhookArgs {
+    /// Most messages in one POST (default 100).
+    #[arg(long, value_name = "N")]
+    pub(crate) batch_max: Option<u32>,
+    /// How long a batch waits for more messages after its first (default
+    /// 20ms).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub(crate) batch_wait: Option<Duration>,
+    /// Messages queued per core before messages are dropped (default
+    /// 10000).
+    #[arg(long, value_name = "N")]
+    pub(crate) queue_messages: Option<u32>,
+    /// Keep-alive connections per core (default 2).
+    #[arg(long, value_name = "N")]
+    pub(crate) connections: Option<u16>,
+    /// Time one attempt has to connect, send and get its answer (default
+    /// 5s).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Option<Duration>,
+    /// Attempts after the first for a batch answered 5xx, 408 or 429 or
+    /// met with a timeout or connection trouble (default 3).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_retries: Option<u32>,
+}
+
+impl WebhookArgs {
+    /// The flags given, by name.
+    pub(crate) fn given(&self) -> Vec<&'static str> {
+        let mut given = Vec::new();
+        for (set, name) in [
+            (self.batch_max.is_some(), "--batch-max"),
+            (self.batch_wait.is_some(), "--batch-wait"),
+            (self.queue_messages.is_some(), "--queue-messages"),
+            (self.connections.is_some(), "--connections"),
+            (self.timeout.is_some(), "--timeout"),
+            (self.max_retries.is_some(), "--max-retries"),
+        ] {
+            if set {
+                given.push(name);
+            }
+        }
+        given
+    }
 }
 
 /// Exactly one action of `route add`.
@@ -362,6 +414,11 @@ pub(crate) struct RouteActionArgs {
     /// Send the payload as a datagram to this UDP upstream.
     #[arg(long, value_name = "ADDR")]
     pub(crate) forward_udp: Option<String>,
+    /// POST messages in JSON batches to this webhook
+    /// (`http://host[:port]/path`; host an IP address or localhost; no
+    /// https).
+    #[arg(long, value_name = "URL")]
+    pub(crate) forward_http: Option<String>,
     /// Stop the message.
     #[arg(long)]
     pub(crate) drop: bool,

@@ -206,7 +206,7 @@ pub(crate) fn prepare(
     let largest = u32::try_from(core.pool.largest_buffer_bytes())
         .unwrap_or(u32::MAX)
         .saturating_sub(1);
-    let routes = Rc::new(RouteTable::build(&plan.config.routes, largest, &core.pool)?);
+    let routes = Rc::new(RouteTable::build_on(core, &plan.config.routes, largest)?);
     Ok(Prepared {
         version: plan.version,
         tcp,

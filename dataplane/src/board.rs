@@ -57,6 +57,20 @@ pub(crate) struct CoapFigures {
     pub(crate) observers: u64,
 }
 
+/// Webhook route counters of one core (exported on `/metrics`; see
+/// `stats::WebhookStats` for what each counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct WebhookFigures {
+    pub(crate) batches: u64,
+    pub(crate) delivered: u64,
+    pub(crate) retries: u64,
+    pub(crate) dropped_queue_full: u64,
+    pub(crate) dropped_gave_up: u64,
+    pub(crate) dropped_refused: u64,
+    pub(crate) dropped_stopped: u64,
+    pub(crate) queued: u64,
+}
+
 /// The cumulative handling-latency histogram of one core, in the
 /// Prometheus form: counts at or below each bound (seconds).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -72,6 +86,7 @@ pub(crate) struct CorePost {
     pub(crate) figures: CoreFigures,
     pub(crate) http: HttpFigures,
     pub(crate) coap: CoapFigures,
+    pub(crate) webhook: WebhookFigures,
     pub(crate) latency: LatencyBuckets,
 }
 

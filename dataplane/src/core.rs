@@ -287,6 +287,7 @@ impl Core {
                 figures,
                 http: self.http.figures(),
                 coap: self.coap.figures(),
+                webhook: self.stats.webhook.figures(),
                 latency,
             },
         );
@@ -638,7 +639,7 @@ impl Core {
         while let Some(m) = work.pop() {
             let outcome = routes.apply(&m, max_hops);
             for fwd in outcome.forwards {
-                if fwd.enqueue(&m.payload) {
+                if fwd.enqueue(&m) {
                     self.stats.forward_sent.inc();
                 } else {
                     self.stats.forward_drops.inc();

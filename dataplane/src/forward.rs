@@ -1,9 +1,16 @@
-//! Northbound upstreams of forward routes: a framed TCP connection or UDP
-//! datagrams, one per route per core.
+//! Northbound upstreams of forward routes: a framed TCP connection, UDP
+//! datagrams, or an HTTP webhook ([`webhook`]), one per route per core.
 //!
-//! A target that is slow or down never blocks the bus: the TCP upstream has
-//! a queue bounded in bytes; beyond it messages are dropped and counted, and
-//! the drop is logged at a limited rate.
+//! ```text
+//! Core::publish ──enqueue(&Message)──▶ TcpUpstream   (byte queue ──▶ one connection)
+//!                                      UdpUpstream   (one datagram per message)
+//!                                      WebhookSender (JSON batches ──▶ keep-alive pool)
+//! ```
+//!
+//! A target that is slow or down never blocks the bus: `enqueue` never
+//! waits; the TCP upstream and the webhook have queues bounded in bytes
+//! (and, for the webhook, messages); beyond them messages are dropped and
+//! counted, and the drop is logged at a limited rate.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -19,16 +26,22 @@ use glommio::net::{TcpStream, UdpSocket};
 use shoal_protocols::framing::{Framer, MAX_HEADER_BYTES};
 use tracing::{info, warn};
 
+use crate::message::Message;
 use crate::outq::{send_vectored, OutQueue, Segment};
-use crate::pool::{Payload, SlabPool};
+use crate::pool::SlabPool;
 use crate::signal::{Kick, LocalSignal};
 use crate::stats::LogLimiter;
 
-/// Where a forward route sends payloads.
+mod webhook;
+pub(crate) use webhook::WebhookSender;
+
+/// Where a forward route sends messages.
 pub(crate) trait Forwarder {
-    /// Takes a payload without blocking; false when it had to be dropped.
-    fn enqueue(&self, payload: &Payload) -> bool;
-    /// Stops the upstream (its route is gone).
+    /// Takes a message without blocking or waiting; false when it had to
+    /// be dropped.
+    fn enqueue(&self, m: &Message) -> bool;
+    /// The route table that held it lets go: the upstream stops (its route
+    /// is gone or changed) unless another table still holds it.
     fn stop(&self);
 }
 
@@ -220,7 +233,8 @@ impl TcpUpstream {
 }
 
 impl Forwarder for TcpUpstream {
-    fn enqueue(&self, payload: &Payload) -> bool {
+    fn enqueue(&self, m: &Message) -> bool {
+        let payload = &m.payload;
         let mut header = [0u8; MAX_HEADER_BYTES];
         let header_len = match self
             .framer
@@ -300,10 +314,10 @@ impl UdpUpstream {
 }
 
 impl Forwarder for UdpUpstream {
-    fn enqueue(&self, payload: &Payload) -> bool {
+    fn enqueue(&self, m: &Message) -> bool {
         match send_vectored(
             self.socket.as_raw_fd(),
-            [payload.as_slice()],
+            [m.payload.as_slice()],
             Some(&self.addr),
         ) {
             Ok(_) => true,

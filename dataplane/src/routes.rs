@@ -4,24 +4,50 @@
 //! evaluated in config order for each message published on the core it
 //! entered: every matching route acts; `drop` stops the message (no later
 //! route, no subscriber).
+//!
+//! ```text
+//! config routes ──build_on(core)──▶ RouteTable ──apply(&Message)──▶ RouteOutcome
+//!                  │                  topic tree → routes in order   republish topics,
+//!                  └ webhook senders of unchanged routes are          forwarders, deliver?
+//!                    taken over from the running table
+//! ```
+//!
+//! Forward routes own upstream tasks. A table lets go of them with
+//! [`RouteTable::stop`] (when it is replaced, aborted or dropped); a
+//! webhook sender that the next table took over keeps running.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use shoal_protocols::config::{
-    parse_socket_addr, parse_topic_template, RouteAction, RouteConfig, TemplatePart,
+    parse_socket_addr, parse_topic_template, RouteAction, RouteConfig, TemplatePart, WebhookConfig,
 };
 use shoal_protocols::framing::Framer;
 use shoal_protocols::topic::{validate_topic_name, TopicTree};
 
-use crate::forward::{Forwarder, TcpUpstream, UdpUpstream};
+use crate::core::Core;
+use crate::forward::{Forwarder, TcpUpstream, UdpUpstream, WebhookSender};
 use crate::message::Message;
 use crate::pool::SlabPool;
+use crate::stats::WebhookStats;
 
 enum CompiledAction {
     Republish(Vec<TemplatePart>),
     Forward(Rc<dyn Forwarder>),
+    Webhook(Rc<WebhookSender>),
     Drop,
+}
+
+/// What forward routes are built with on one core.
+pub(crate) struct Upstreams<'a> {
+    /// Bounds upstream framing.
+    pub(crate) largest_frame: u32,
+    /// The core's pool (the TCP upstream compacts its queue into it).
+    pub(crate) pool: &'a SlabPool,
+    /// The core's webhook counters.
+    pub(crate) webhook_stats: &'a Rc<WebhookStats>,
+    /// The table running now, whose webhook senders unchanged routes keep.
+    pub(crate) running: Option<&'a RouteTable>,
 }
 
 struct CompiledRoute {
@@ -36,6 +62,8 @@ pub(crate) struct RouteTable {
     by_filter: TopicTree<usize>,
     /// Reused list of the routes matching one message.
     matched: RefCell<Vec<usize>>,
+    /// The table has let go of its upstreams.
+    stopped: Cell<bool>,
 }
 
 impl std::fmt::Debug for RouteTable {
@@ -63,18 +91,37 @@ impl RouteTable {
             routes: Vec::new(),
             by_filter: TopicTree::new(),
             matched: RefCell::new(Vec::new()),
+            stopped: Cell::new(false),
         }
     }
 
-    /// Compiles validated route configs; forward routes get this core's
-    /// upstream connections. `largest_frame` bounds upstream framing.
-    pub(crate) fn build(
+    /// Compiles validated route configs for `core`: forward routes get
+    /// this core's upstreams, webhook routes that did not change keep the
+    /// running table's senders. `largest_frame` bounds upstream framing.
+    pub(crate) fn build_on(
+        core: &Core,
         configs: &[RouteConfig],
         largest_frame: u32,
-        pool: &SlabPool,
+    ) -> Result<Self, String> {
+        let running = core.routes();
+        Self::build(
+            configs,
+            &Upstreams {
+                largest_frame,
+                pool: &core.pool,
+                webhook_stats: &core.stats.webhook,
+                running: Some(&running),
+            },
+        )
+    }
+
+    /// Compiles validated route configs with `upstreams`.
+    pub(crate) fn build(
+        configs: &[RouteConfig],
+        upstreams: &Upstreams<'_>,
     ) -> Result<Self, String> {
         let mut table = Self::empty();
-        if let Err(e) = table.add_all(configs, largest_frame, pool) {
+        if let Err(e) = table.add_all(configs, upstreams) {
             // Upstreams already started for earlier routes must not linger.
             table.stop();
             return Err(e);
@@ -82,13 +129,22 @@ impl RouteTable {
         Ok(table)
     }
 
+    /// The running sender of webhook route `name` with `config`, if any.
+    fn webhook_serving(&self, name: &str, config: &WebhookConfig) -> Option<Rc<WebhookSender>> {
+        self.routes.iter().find_map(|r| match &r.action {
+            CompiledAction::Webhook(w) if w.serves(name, config) => Some(Rc::clone(w)),
+            _ => None,
+        })
+    }
+
     fn add_all(
         &mut self,
         configs: &[RouteConfig],
-        largest_frame: u32,
-        pool: &SlabPool,
+        upstreams: &Upstreams<'_>,
     ) -> Result<(), String> {
         let table = self;
+        let largest_frame = upstreams.largest_frame;
+        let pool = upstreams.pool;
         for (i, r) in configs.iter().enumerate() {
             let action = match &r.action {
                 RouteAction::Republish { topic } => {
@@ -115,6 +171,24 @@ impl RouteTable {
                         |e| format!("route {:?}: cannot open a udp socket: {e}", r.name),
                     )?))
                 }
+                RouteAction::ForwardHttp(webhook) => {
+                    let running = upstreams
+                        .running
+                        .and_then(|t| t.webhook_serving(&r.name, webhook));
+                    let sender = match running {
+                        Some(sender) => {
+                            sender.hold();
+                            sender
+                        }
+                        None => WebhookSender::start(
+                            &r.name,
+                            webhook,
+                            Rc::clone(upstreams.webhook_stats),
+                        )
+                        .map_err(|e| format!("route {:?}: {e}", r.name))?,
+                    };
+                    CompiledAction::Webhook(sender)
+                }
                 RouteAction::Drop => CompiledAction::Drop,
                 #[allow(unreachable_patterns)]
                 other => return Err(format!("route {:?}: unsupported action {other:?}", r.name)),
@@ -133,11 +207,18 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// Stops the upstream tasks of forward routes (the table is replaced).
+    /// Lets go of the upstreams of forward routes (the table is replaced,
+    /// aborted or dropped): they stop unless another table holds them.
+    /// Only the first call acts.
     pub(crate) fn stop(&self) {
+        if self.stopped.replace(true) {
+            return;
+        }
         for r in &self.routes {
-            if let CompiledAction::Forward(f) = &r.action {
-                f.stop();
+            match &r.action {
+                CompiledAction::Forward(f) => f.stop(),
+                CompiledAction::Webhook(w) => w.stop(),
+                CompiledAction::Republish(_) | CompiledAction::Drop => {}
             }
         }
     }
@@ -191,6 +272,7 @@ impl RouteTable {
                     }
                 }
                 CompiledAction::Forward(f) => forwards.push(Rc::clone(f)),
+                CompiledAction::Webhook(w) => forwards.push(Rc::clone(w) as Rc<dyn Forwarder>),
             }
         }
         RouteOutcome {
@@ -198,6 +280,12 @@ impl RouteTable {
             forwards,
             deliver: true,
         }
+    }
+}
+
+impl Drop for RouteTable {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -257,6 +345,69 @@ mod tests {
         }
     }
 
+    fn upstreams<'a>(pool: &'a SlabPool, stats: &'a Rc<WebhookStats>) -> Upstreams<'a> {
+        Upstreams {
+            largest_frame: 4096,
+            pool,
+            webhook_stats: stats,
+            running: None,
+        }
+    }
+
+    fn webhooks(t: &RouteTable) -> Vec<Rc<WebhookSender>> {
+        t.routes
+            .iter()
+            .filter_map(|r| match &r.action {
+                CompiledAction::Webhook(w) => Some(Rc::clone(w)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unchanged_webhook_routes_keep_their_sender_across_tables() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let pool = SlabPool::new(&PoolSettings::default());
+            let stats = Rc::default();
+            let hook = |url: &str| {
+                route(
+                    "hook",
+                    "devices/#",
+                    None,
+                    RouteAction::ForwardHttp(WebhookConfig::new(url)),
+                )
+            };
+            // Port 9: nothing listens; nothing is queued, so nothing is sent.
+            let first =
+                RouteTable::build(&[hook("http://127.0.0.1:9/a")], &upstreams(&pool, &stats))
+                    .unwrap();
+            let mut with_running = upstreams(&pool, &stats);
+            with_running.running = Some(&first);
+            let second = RouteTable::build(&[hook("http://127.0.0.1:9/a")], &with_running).unwrap();
+            let (a, b) = (webhooks(&first), webhooks(&second));
+            assert!(
+                Rc::ptr_eq(&a[0], &b[0]),
+                "the unchanged route kept its sender"
+            );
+            // The old table lets go (commit): the sender runs on for the new one.
+            first.stop();
+            first.stop();
+            assert!(b[0].serves("hook", &WebhookConfig::new("http://127.0.0.1:9/a")));
+            // A changed route gets a new sender; the old one stops with its table.
+            let mut with_second = upstreams(&pool, &stats);
+            with_second.running = Some(&second);
+            let third = RouteTable::build(&[hook("http://127.0.0.1:9/b")], &with_second).unwrap();
+            assert!(!Rc::ptr_eq(&b[0], &webhooks(&third)[0]));
+            drop(second);
+            assert!(!b[0].serves("hook", &WebhookConfig::new("http://127.0.0.1:9/a")));
+            third.stop();
+            assert!(
+                !webhooks(&third)[0].serves("hook", &WebhookConfig::new("http://127.0.0.1:9/b"))
+            );
+        });
+    }
+
     fn route(name: &str, filter: &str, device: Option<&str>, action: RouteAction) -> RouteConfig {
         RouteConfig {
             name: name.into(),
@@ -300,8 +451,7 @@ mod tests {
                     },
                 ),
             ],
-            4096,
-            &SlabPool::new(&PoolSettings::default()),
+            &upstreams(&SlabPool::new(&PoolSettings::default()), &Rc::default()),
         )
         .unwrap();
         assert_eq!(
@@ -336,8 +486,7 @@ mod tests {
                 ),
                 route("d", "devices/x/up", None, RouteAction::Drop),
             ],
-            4096,
-            &SlabPool::new(&PoolSettings::default()),
+            &upstreams(&SlabPool::new(&PoolSettings::default()), &Rc::default()),
         )
         .unwrap();
         assert_eq!(
@@ -358,8 +507,7 @@ mod tests {
                     RouteAction::Republish { topic: "y".into() },
                 ),
             ],
-            4096,
-            &SlabPool::new(&PoolSettings::default()),
+            &upstreams(&SlabPool::new(&PoolSettings::default()), &Rc::default()),
         )
         .unwrap();
         assert!(!t.apply(&msg("devices/x/up", None, 0), 4).deliver);

@@ -2,9 +2,11 @@
 //! figures the control plane fetches.
 
 use std::cell::Cell;
+use std::rc::Rc;
 
 use shoal_protocols::figures::{CoreFigures, MqttFigures, StreamTotals};
 
+use crate::board::WebhookFigures;
 use crate::pool::SlabPool;
 
 /// A counter owned by one core.
@@ -22,6 +24,10 @@ impl Counter {
 
     pub(crate) fn dec(&self) {
         self.0.set(self.0.get().saturating_sub(1));
+    }
+
+    pub(crate) fn sub(&self, n: u64) {
+        self.0.set(self.0.get().saturating_sub(n));
     }
 
     pub(crate) fn get(&self) -> u64 {
@@ -65,6 +71,46 @@ pub(crate) struct CoreStats {
     pub(crate) stream_slow_disconnects: Counter,
     pub(crate) mqtt_takeovers: Counter,
     pub(crate) mqtt_protocol_errors: Counter,
+    /// Shared with the core's webhook senders.
+    pub(crate) webhook: Rc<WebhookStats>,
+}
+
+/// The webhook (`forward_http`) figures of one core, over all its webhook
+/// routes; exported on `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct WebhookStats {
+    /// Batches a webhook answered with a 2xx.
+    pub(crate) batches: Counter,
+    /// Messages in those batches.
+    pub(crate) delivered: Counter,
+    /// Attempts after a batch's first.
+    pub(crate) retries: Counter,
+    /// Messages dropped because the route's queue was full.
+    pub(crate) dropped_queue_full: Counter,
+    /// Messages of batches that met no success within `max_retries`.
+    pub(crate) dropped_gave_up: Counter,
+    /// Messages of batches refused with a 4xx (other than 408 and 429) or
+    /// another status that is not retried.
+    pub(crate) dropped_refused: Counter,
+    /// Messages still queued or in flight when their route stopped.
+    pub(crate) dropped_stopped: Counter,
+    /// Gauge: messages queued or in flight now.
+    pub(crate) queued: Counter,
+}
+
+impl WebhookStats {
+    pub(crate) fn figures(&self) -> WebhookFigures {
+        WebhookFigures {
+            batches: self.batches.get(),
+            delivered: self.delivered.get(),
+            retries: self.retries.get(),
+            dropped_queue_full: self.dropped_queue_full.get(),
+            dropped_gave_up: self.dropped_gave_up.get(),
+            dropped_refused: self.dropped_refused.get(),
+            dropped_stopped: self.dropped_stopped.get(),
+            queued: self.queued.get(),
+        }
+    }
 }
 
 impl CoreStats {

@@ -19,10 +19,19 @@ use crate::topic::{validate_topic_filter, validate_topic_name};
 mod http;
 mod mqtt;
 mod streams;
+mod webhook;
 
 pub use http::HttpSettings;
 pub use mqtt::{MqttSettings, ProductConfig, QueueOverflow};
 pub use streams::{stream_rule_for, validate_stream_rule_name, StreamRule, StreamSettings};
+pub use webhook::{
+    parse_webhook_url, WebhookConfig, WebhookUrl, WEBHOOK_DEFAULT_BATCH_MAX,
+    WEBHOOK_DEFAULT_BATCH_WAIT, WEBHOOK_DEFAULT_CONNECTIONS, WEBHOOK_DEFAULT_MAX_RETRIES,
+    WEBHOOK_DEFAULT_QUEUE_BYTES, WEBHOOK_DEFAULT_QUEUE_MESSAGES, WEBHOOK_DEFAULT_TIMEOUT,
+    WEBHOOK_MAX_BATCH_MAX, WEBHOOK_MAX_BATCH_WAIT, WEBHOOK_MAX_CONNECTIONS,
+    WEBHOOK_MAX_QUEUE_MESSAGES, WEBHOOK_MAX_RETRIES, WEBHOOK_MAX_TIMEOUT, WEBHOOK_MAX_URL_BYTES,
+    WEBHOOK_QUEUE_BYTES_RANGE,
+};
 
 /// The most bytes a device id may have.
 pub const MAX_DEVICE_ID_BYTES: usize = 128;
@@ -311,6 +320,9 @@ pub enum RouteAction {
         /// Upstream `ip:port`.
         address: String,
     },
+    /// POST the message, batched with others as JSON, to an HTTP/1.1
+    /// webhook (plain `http://` only; see [`WebhookConfig`]).
+    ForwardHttp(WebhookConfig),
     /// Stop: the message reaches no subscriber and no later route.
     Drop,
 }
@@ -641,6 +653,11 @@ impl DataPlaneConfig {
                 }
                 RouteAction::ForwardUdp { address } => {
                     parse_socket_addr(address)
+                        .map_err(|e| ConfigError::new(format!("{at}: action"), e))?;
+                }
+                RouteAction::ForwardHttp(webhook) => {
+                    webhook
+                        .validate()
                         .map_err(|e| ConfigError::new(format!("{at}: action"), e))?;
                 }
                 RouteAction::Drop => {}
@@ -976,6 +993,55 @@ mod tests {
         assert!(validate_device_id("a+").is_err());
         assert!(validate_device_id("a\n").is_err());
         assert!(validate_device_id(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn forward_http_routes_parse_with_defaults_and_are_checked() {
+        let route = |action: &str| {
+            format!("[[route]]\nname = \"hook\"\nfilter = \"devices/#\"\naction = {action}\n")
+        };
+        let c = DataPlaneConfig::from_toml(&route(
+            r#"{ kind = "forward_http", url = "http://127.0.0.1:9000/in", batch_wait = "5ms", connections = 4 }"#,
+        ))
+        .unwrap();
+        c.validate().unwrap();
+        let RouteAction::ForwardHttp(w) = &c.routes[0].action else {
+            panic!("not forward_http: {:?}", c.routes[0].action);
+        };
+        let mut want = WebhookConfig::new("http://127.0.0.1:9000/in");
+        want.batch_wait = Duration::from_millis(5);
+        want.connections = 4;
+        assert_eq!(w, &want);
+
+        let e = DataPlaneConfig::from_toml(&route(
+            r#"{ kind = "forward_http", url = "http://127.0.0.1/", bogus = 1 }"#,
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = DataPlaneConfig::from_toml(&route(r#"{ kind = "forward_http" }"#)).unwrap_err();
+        assert!(e.to_string().contains("url"), "{e}");
+
+        for (action, why) in [
+            (
+                r#"{ kind = "forward_http", url = "https://127.0.0.1/" }"#,
+                "https is not supported",
+            ),
+            (
+                r#"{ kind = "forward_http", url = "http://hooks.example/" }"#,
+                "does not resolve names",
+            ),
+            (
+                r#"{ kind = "forward_http", url = "http://127.0.0.1/", batch_max = 0 }"#,
+                "batch_max must be between 1",
+            ),
+        ] {
+            let e = DataPlaneConfig::from_toml(&route(action))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.location, "route[0] \"hook\": action", "{e}");
+            assert!(e.reason.contains(why), "{action}: {e}");
+        }
     }
 
     #[test]

@@ -260,6 +260,25 @@ impl Route {
         )
     }
 
+    /// Messages matching `filter` are POSTed to the webhook at `url`;
+    /// `options` are more `key = value` pairs of the action table (e.g.
+    /// `batch_wait = "5ms", max_retries = 2`), or empty.
+    pub fn forward_http(name: &str, filter: &str, url: &str, options: &str) -> Self {
+        let more = if options.is_empty() {
+            String::new()
+        } else {
+            format!(", {options}")
+        };
+        Self::new(
+            name,
+            filter,
+            &format!(
+                r#"{{ kind = "forward_http", url = {}{more} }}"#,
+                quoted(url)
+            ),
+        )
+    }
+
     /// Messages matching `filter` go nowhere.
     pub fn dropping(name: &str, filter: &str) -> Self {
         Self::new(name, filter, r#"{ kind = "drop" }"#)

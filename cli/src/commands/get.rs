@@ -128,6 +128,17 @@ fn route_row(r: &Route) -> Vec<String> {
             framing_summary(Some(framing))
         ),
         RouteAction::ForwardUdp { address } => format!("forward-udp {address}"),
+        RouteAction::ForwardHttp(w) => format!(
+            "forward-http {} batch={}/{}ms queue={}B/{} conns={} timeout={}ms retries={}",
+            w.url,
+            w.batch_max,
+            w.batch_wait_ms,
+            w.queue_bytes,
+            w.queue_messages,
+            w.connections,
+            w.timeout_ms,
+            w.max_retries
+        ),
         RouteAction::Drop => "drop".to_owned(),
         _ => "other".to_owned(),
     };
@@ -256,6 +267,23 @@ mod tests {
         let text = render(&table_of(ResourceKind::Route, &[r]));
         assert!(text.contains("listener=udp-default"), "{text}");
         assert!(text.contains("republish devices/lamp/down"), "{text}");
+        let hook = Resource::Route(Route {
+            name: "hook".into(),
+            filter: "devices/#".into(),
+            listener: None,
+            device: None,
+            action: RouteAction::ForwardHttp(shoal_protocols::control::Webhook::from(
+                &shoal_protocols::config::WebhookConfig::new("http://127.0.0.1:9000/in"),
+            )),
+        });
+        let text = render(&table_of(ResourceKind::Route, &[hook]));
+        assert!(
+            text.contains(
+                "forward-http http://127.0.0.1:9000/in batch=100/20ms queue=1048576B/10000 \
+                 conns=2 timeout=5000ms retries=3"
+            ),
+            "{text}"
+        );
         let s = Resource::Stream(Stream {
             name: "live/*".into(),
             publish_key: Some("k-secret".into()),

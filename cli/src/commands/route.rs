@@ -2,7 +2,10 @@
 
 use std::io::Write;
 
-use shoal_protocols::control::{Framing, Resource, ResourceKey, ResourceKind, Route, RouteAction};
+use shoal_protocols::config::WebhookConfig;
+use shoal_protocols::control::{
+    Framing, Resource, ResourceKey, ResourceKind, Route, RouteAction, Webhook,
+};
 
 use crate::args::{OutputFormat, RouteAddArgs};
 use crate::client::ControlClient;
@@ -15,10 +18,20 @@ pub(crate) const DEFAULT_FORWARD_QUEUE_BYTES: u32 = 1024 * 1024;
 /// The route `route add` describes.
 pub(crate) fn route_of(args: &RouteAddArgs) -> CliResult<Route> {
     let a = &args.action;
-    if a.forward_tcp.is_none() && (args.framing.is_some() || args.queue_bytes.is_some()) {
+    if a.forward_tcp.is_none() && args.framing.is_some() {
+        return Err(CliError::invalid("--framing is for --forward-tcp routes"));
+    }
+    if a.forward_tcp.is_none() && a.forward_http.is_none() && args.queue_bytes.is_some() {
         return Err(CliError::invalid(
-            "--framing and --queue-bytes are for --forward-tcp routes",
+            "--queue-bytes is for --forward-tcp and --forward-http routes",
         ));
+    }
+    if a.forward_http.is_none() {
+        if let Some(flag) = args.webhook.given().first() {
+            return Err(CliError::invalid(format!(
+                "{flag} is for --forward-http routes"
+            )));
+        }
     }
     let action = if let Some(topic) = &a.republish {
         RouteAction::Republish {
@@ -49,11 +62,13 @@ pub(crate) fn route_of(args: &RouteAddArgs) -> CliResult<Route> {
         RouteAction::ForwardUdp {
             address: address.clone(),
         }
+    } else if let Some(url) = &a.forward_http {
+        RouteAction::ForwardHttp(webhook_of(url, args)?)
     } else if a.drop {
         RouteAction::Drop
     } else {
         return Err(CliError::invalid(
-            "give one action: --republish, --forward-tcp, --forward-udp or --drop",
+            "give one action: --republish, --forward-tcp, --forward-udp, --forward-http or --drop",
         ));
     };
     Ok(Route {
@@ -63,6 +78,25 @@ pub(crate) fn route_of(args: &RouteAddArgs) -> CliResult<Route> {
         device: args.device.clone(),
         action,
     })
+}
+
+/// The webhook of `route add --forward-http URL`: the flags given, the
+/// defaults for the rest, checked here so that a typo is answered before
+/// anything is sent.
+fn webhook_of(url: &str, args: &RouteAddArgs) -> CliResult<Webhook> {
+    let w = &args.webhook;
+    let mut config = WebhookConfig::new(url);
+    config.batch_max = w.batch_max.unwrap_or(config.batch_max);
+    config.batch_wait = w.batch_wait.unwrap_or(config.batch_wait);
+    config.queue_bytes = args.queue_bytes.unwrap_or(config.queue_bytes);
+    config.queue_messages = w.queue_messages.unwrap_or(config.queue_messages);
+    config.connections = w.connections.unwrap_or(config.connections);
+    config.timeout = w.timeout.unwrap_or(config.timeout);
+    config.max_retries = w.max_retries.unwrap_or(config.max_retries);
+    config
+        .validate()
+        .map_err(|e| CliError::invalid(format!("--forward-http: {e}")))?;
+    Ok(Webhook::from(&config))
 }
 
 /// `route add`.
@@ -145,6 +179,87 @@ mod tests {
         };
         assert_eq!(queue_bytes, 4096);
         assert!(matches!(framing, Framing::Delimiter { .. }));
+    }
+
+    #[test]
+    fn forward_http_takes_its_options_and_defaults() {
+        let r = route(&["--forward-http", "http://127.0.0.1:9000/in"]).unwrap();
+        assert_eq!(
+            r.action,
+            RouteAction::ForwardHttp(Webhook::from(&WebhookConfig::new(
+                "http://127.0.0.1:9000/in"
+            )))
+        );
+        let r = route(&[
+            "--forward-http",
+            "http://localhost:9000/in",
+            "--batch-max",
+            "10",
+            "--batch-wait",
+            "5ms",
+            "--queue-bytes",
+            "4096",
+            "--queue-messages",
+            "50",
+            "--connections",
+            "3",
+            "--timeout",
+            "2s",
+            "--max-retries",
+            "0",
+        ])
+        .unwrap();
+        let RouteAction::ForwardHttp(w) = r.action else {
+            panic!("not forward-http");
+        };
+        assert_eq!(
+            (
+                w.batch_max,
+                w.batch_wait_ms,
+                w.queue_bytes,
+                w.queue_messages,
+                w.connections,
+                w.timeout_ms,
+                w.max_retries
+            ),
+            (10, 5, 4096, 50, 3, 2000, 0)
+        );
+    }
+
+    #[test]
+    fn bad_forward_http_routes_are_refused_before_sending() {
+        for (args, why) in [
+            (
+                &["--forward-http", "https://127.0.0.1/x"][..],
+                "https is not supported",
+            ),
+            (
+                &["--forward-http", "http://hooks.example/x"],
+                "does not resolve names",
+            ),
+            (
+                &["--forward-http", "http://127.0.0.1/", "--batch-max", "0"],
+                "batch_max",
+            ),
+            (
+                &["--forward-http", "http://127.0.0.1/", "--connections", "65"],
+                "connections",
+            ),
+            (
+                &["--drop", "--batch-max", "5"],
+                "--batch-max is for --forward-http",
+            ),
+            (
+                &["--forward-udp", "127.0.0.1:9", "--timeout", "1s"],
+                "--timeout is for --forward-http",
+            ),
+        ] {
+            let e = route(args).unwrap_err();
+            assert_eq!(e.failure.exit_code(), 2, "{args:?}");
+            assert!(e.message.contains(why), "{args:?}: {e}");
+        }
+        // Two actions at once are refused by the parser.
+        assert!(route(&["--forward-http", "http://127.0.0.1/", "--drop"]).is_err());
     }
 
     #[test]

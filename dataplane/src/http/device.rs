@@ -25,6 +25,7 @@ use shoal_protocols::config::{validate_device_id, ListenerAuth};
 use shoal_protocols::control::SecretDigest;
 use shoal_protocols::http1::{Body, ChunkedDecoder, RequestHead};
 
+use super::json;
 use super::mailbox::{self, PollRefused};
 use shoal_protocols::websocket::{check_upgrade, write_accept};
 
@@ -338,21 +339,22 @@ pub(super) async fn handle(
             match mailbox::poll(core, &request.device, wait, max).await {
                 Ok(items) if items.is_empty() => Response::empty(204),
                 Ok(items) => {
-                    let messages: Vec<serde_json::Value> = items
-                        .iter()
-                        .map(|item| match std::str::from_utf8(&item.payload) {
-                            Ok(text) => {
-                                serde_json::json!({ "topic": &*item.topic, "payload": text })
-                            }
-                            Err(_) => serde_json::json!({
-                                "topic": &*item.topic,
-                                "payload_base64": BASE64.encode(&item.payload),
-                            }),
-                        })
-                        .collect();
+                    let mut body = Vec::with_capacity(
+                        16 + items
+                            .iter()
+                            .map(|i| 32 + i.topic.len() + i.payload.len())
+                            .sum::<usize>(),
+                    );
+                    body.extend_from_slice(b"{\"messages\":[");
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            body.push(b',');
+                        }
+                        json::push_message(&mut body, &item.topic, &item.payload);
+                    }
+                    body.extend_from_slice(b"]}");
                     core.stats.messages_out.add(items.len() as u64);
-                    let body = serde_json::json!({ "messages": messages }).to_string();
-                    Response::new(200, "application/json", body.into_bytes())
+                    Response::new(200, "application/json", body)
                 }
                 Err(PollRefused::Busy) => {
                     Response::error(503, "too many downlink polls or mailboxes; retry later")

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shoal_protocols::figures::CoreFigures;
 
-use crate::board::{CoapFigures, CorePost, HttpFigures};
+use crate::board::{CoapFigures, CorePost, HttpFigures, WebhookFigures};
 
 /// The content type of the text format.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -433,6 +433,7 @@ pub(crate) fn render(
     pools(&mut out, &live);
     streams(&mut out, &live);
     coap(&mut out, &live);
+    webhook(&mut out, &live);
     latency(&mut out, &live);
     out
 }
@@ -499,6 +500,67 @@ fn coap(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
         header(out, name, kind, help);
         for (core, _, post) in live {
             let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", value(&post.coap));
+        }
+    }
+}
+
+/// The webhook routes' families, one sample per core (over the core's
+/// webhook routes); drops by reason.
+fn webhook(out: &mut String, live: &[(u16, Duration, &CorePost)]) {
+    let families: [ItemFamily<WebhookFigures>; 4] = [
+        (
+            "shoal_webhook_batches_total",
+            "counter",
+            "Webhook batches answered with a 2xx.",
+            |w| w.batches,
+        ),
+        (
+            "shoal_webhook_delivered_total",
+            "counter",
+            "Messages in webhook batches answered with a 2xx.",
+            |w| w.delivered,
+        ),
+        (
+            "shoal_webhook_retries_total",
+            "counter",
+            "Webhook attempts after a batch's first (5xx, 408, 429, timeout, connection trouble).",
+            |w| w.retries,
+        ),
+        (
+            "shoal_webhook_queued_messages",
+            "gauge",
+            "Messages queued for webhooks or in flight.",
+            |w| w.queued,
+        ),
+    ];
+    for (name, kind, help, value) in &families {
+        header(out, name, kind, help);
+        for (core, _, post) in live {
+            let _ = writeln!(out, "{name}{{core=\"{core}\"}} {}", value(&post.webhook));
+        }
+    }
+    let name = "shoal_webhook_dropped_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Messages webhooks dropped: queue_full, gave_up (retries spent), refused (4xx but 408/429, \
+         other statuses not retried), stopped (route removed or changed).",
+    );
+    type Reason = (&'static str, fn(&WebhookFigures) -> u64);
+    let reasons: [Reason; 4] = [
+        ("queue_full", |w| w.dropped_queue_full),
+        ("gave_up", |w| w.dropped_gave_up),
+        ("refused", |w| w.dropped_refused),
+        ("stopped", |w| w.dropped_stopped),
+    ];
+    for (core, _, post) in live {
+        for (reason, value) in &reasons {
+            let _ = writeln!(
+                out,
+                "{name}{{core=\"{core}\",reason=\"{reason}\"}} {}",
+                value(&post.webhook)
+            );
         }
     }
 }
@@ -662,6 +724,8 @@ mod tests {
         }];
         post.http.device_messages = 5;
         post.coap.publishes = 6;
+        post.webhook.delivered = 8;
+        post.webhook.dropped_gave_up = 9;
         post.latency = LatencyBuckets {
             buckets: vec![(0.001, 2), (0.01, 3)],
             count: 4,
@@ -701,6 +765,8 @@ mod tests {
         assert!(text.contains("shoal_messages_in_total{core=\"0\"} 42\n"));
         assert!(text.contains("shoal_http_device_messages_total{core=\"0\"} 5\n"));
         assert!(text.contains("shoal_coap_publishes_total{core=\"0\"} 6\n"));
+        assert!(text.contains("shoal_webhook_delivered_total{core=\"0\"} 8\n"));
+        assert!(text.contains("shoal_webhook_dropped_total{core=\"0\",reason=\"gave_up\"} 9\n"));
         assert!(text.contains("shoal_pool_in_use_buffers{core=\"0\",buffer_bytes=\"512\"} 3\n"));
         assert!(text.contains(
             "shoal_stream_core_viewers{core=\"0\",stream=\"live/\\\"odd\\\"\\\\name\"} 7\n"

@@ -24,6 +24,7 @@
 //! ```
 
 mod device;
+pub(crate) mod json;
 mod mailbox;
 mod metrics;
 mod ws_device;
@@ -424,6 +425,7 @@ fn own_resource(core: &Core, own: Own) -> Response {
                 figures: core.figures(),
                 http: core.http.figures(),
                 coap: core.coap.figures(),
+                webhook: core.stats.webhook.figures(),
                 latency: posts
                     .get(core.index)
                     .and_then(|p| p.as_ref())

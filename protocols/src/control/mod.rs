@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 pub use document::{DesiredStateDocument, DeviceDoc, DocumentError, ProductDoc, StreamDoc};
 pub use resources::{
     to_dataplane_config, Device, Framing, Identity, Listener, ListenerAuth, ListenerProtocol,
-    Product, Resource, ResourceKey, ResourceKind, Route, RouteAction, Stream,
+    Product, Resource, ResourceKey, ResourceKind, Route, RouteAction, Stream, Webhook,
 };
 pub use secret::{
     validate_secret, SecretDigest, MAX_SECRET_BYTES, MIN_SECRET_BYTES, SECRET_DIGEST_BYTES,

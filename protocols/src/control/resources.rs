@@ -267,6 +267,59 @@ pub enum RouteAction {
     },
     /// Stop the message.
     Drop,
+    /// POST the message, batched as JSON, to an HTTP webhook.
+    ForwardHttp(Webhook),
+}
+
+/// [`config::WebhookConfig`] on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// `http://host[:port][/path]`.
+    pub url: String,
+    /// Most messages in one POST.
+    pub batch_max: u32,
+    /// How long a batch waits for more after its first message.
+    pub batch_wait_ms: u64,
+    /// Bytes queued per core before messages are dropped.
+    pub queue_bytes: u32,
+    /// Messages queued per core before messages are dropped.
+    pub queue_messages: u32,
+    /// Keep-alive connections per core.
+    pub connections: u16,
+    /// Time one attempt has to connect, send and get its answer.
+    pub timeout_ms: u64,
+    /// Attempts after the first for a batch that can be retried.
+    pub max_retries: u32,
+}
+
+impl From<&config::WebhookConfig> for Webhook {
+    fn from(w: &config::WebhookConfig) -> Self {
+        Self {
+            url: w.url.clone(),
+            batch_max: w.batch_max,
+            batch_wait_ms: millis(w.batch_wait),
+            queue_bytes: w.queue_bytes,
+            queue_messages: w.queue_messages,
+            connections: w.connections,
+            timeout_ms: millis(w.timeout),
+            max_retries: w.max_retries,
+        }
+    }
+}
+
+impl From<&Webhook> for config::WebhookConfig {
+    fn from(w: &Webhook) -> Self {
+        Self {
+            url: w.url.clone(),
+            batch_max: w.batch_max,
+            batch_wait: Duration::from_millis(w.batch_wait_ms),
+            queue_bytes: w.queue_bytes,
+            queue_messages: w.queue_messages,
+            connections: w.connections,
+            timeout: Duration::from_millis(w.timeout_ms),
+            max_retries: w.max_retries,
+        }
+    }
 }
 
 /// A kind of device.
@@ -461,6 +514,7 @@ impl From<&config::RouteConfig> for Route {
                 config::RouteAction::ForwardUdp { address } => RouteAction::ForwardUdp {
                     address: address.clone(),
                 },
+                config::RouteAction::ForwardHttp(w) => RouteAction::ForwardHttp(Webhook::from(w)),
                 config::RouteAction::Drop => RouteAction::Drop,
             },
         }
@@ -490,6 +544,9 @@ impl From<&Route> for config::RouteConfig {
                 RouteAction::ForwardUdp { address } => config::RouteAction::ForwardUdp {
                     address: address.clone(),
                 },
+                RouteAction::ForwardHttp(w) => {
+                    config::RouteAction::ForwardHttp(config::WebhookConfig::from(w))
+                }
                 RouteAction::Drop => config::RouteAction::Drop,
             },
         }

@@ -440,3 +440,53 @@ fn kinds_parse() {
     assert_eq!(ResourceKind::parse("route"), Some(ResourceKind::Route));
     assert_eq!(ResourceKind::parse("nope"), None);
 }
+
+#[test]
+fn forward_http_route_golden() {
+    // 00000025  length 37
+    // 03        Resource::Route
+    // 01 68     name "h"
+    // 01 23     filter "#"
+    // 00 00     listener None, device None
+    // 04        RouteAction::ForwardHttp (appended after Drop)
+    // 11 ...    url "http://127.0.0.1/" (17 bytes)
+    // 64        batch_max 100
+    // 14        batch_wait_ms 20
+    // 80 80 40  queue_bytes 1048576
+    // 90 4e     queue_messages 10000
+    // 02        connections 2
+    // 88 27     timeout_ms 5000
+    // 03        max_retries 3
+    let route = Route::from(&crate::config::RouteConfig {
+        name: "h".into(),
+        filter: "#".into(),
+        listener: None,
+        device: None,
+        action: crate::config::RouteAction::ForwardHttp(crate::config::WebhookConfig::new(
+            "http://127.0.0.1/",
+        )),
+    });
+    golden(
+        &Resource::Route(route.clone()),
+        "00000025\
+         03\
+         0168\
+         0123\
+         0000\
+         04\
+         11687474703a2f2f3132372e302e302e312f\
+         64\
+         14\
+         808040\
+         904e\
+         02\
+         8827\
+         03",
+    );
+    assert_eq!(
+        crate::config::RouteConfig::from(&route).action,
+        crate::config::RouteAction::ForwardHttp(crate::config::WebhookConfig::new(
+            "http://127.0.0.1/"
+        ))
+    );
+}

@@ -1,4 +1,5 @@
-//! HTTP/1.1 request heads, sans-IO.
+//! HTTP/1.1 request heads, sans-IO (and, in [`ResponseReader`], the
+//! responses a client reads).
 //!
 //! The base of Shoal's HTTP listener (device API, `/metrics`, HTTP-FLV,
 //! WebSocket upgrades). [`parse_request_head`] looks at the start of the
@@ -42,6 +43,11 @@ pub use crate::framing::Decoded;
 
 mod chunked;
 pub use chunked::{ChunkedDecoder, ChunkedProgress, MAX_SIZE_LINE_BYTES, MAX_TRAILER_BYTES};
+
+mod response;
+pub use response::{
+    parse_response_head, ResponseBody, ResponseEnd, ResponseHead, ResponseProgress, ResponseReader,
+};
 
 #[cfg(test)]
 mod tests;
