@@ -153,6 +153,30 @@ pub enum Body {
     Chunked,
 }
 
+/// What httparse said of a head, with the limits applied: the head's
+/// length once it is complete, `None` while it may still end within
+/// `limits.max_head_bytes` (of which `buf_len` bytes are there).
+pub(crate) fn head_progress(
+    parsed: Result<httparse::Status<usize>, httparse::Error>,
+    buf_len: usize,
+    limits: &HeadLimits,
+    max_headers: usize,
+) -> Result<Option<usize>, HttpError> {
+    match parsed {
+        Ok(httparse::Status::Complete(consumed)) => Ok(Some(consumed)),
+        Ok(httparse::Status::Partial) if buf_len > limits.max_head_bytes => {
+            Err(HttpError::HeadTooLarge {
+                limit: limits.max_head_bytes,
+            })
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err(HttpError::TooManyHeaders { limit: max_headers })
+        }
+        Err(error) => Err(HttpError::Malformed(describe(error))),
+    }
+}
+
 /// Parses the request head at the start of `buf`.
 ///
 /// `Ok(Frame { frame, consumed })`: `consumed` is the head's length (empty
@@ -170,18 +194,9 @@ pub fn parse_request_head<'b>(
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let slots = storage.get_mut(..max_headers).unwrap_or(&mut []);
     let mut request = httparse::Request::new(slots);
-    let consumed = match request.parse(window) {
-        Ok(httparse::Status::Complete(consumed)) => consumed,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {
-            return Err(HttpError::HeadTooLarge {
-                limit: limits.max_head_bytes,
-            })
-        }
-        Ok(httparse::Status::Partial) => return Ok(Decoded::Incomplete),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError::TooManyHeaders { limit: max_headers })
-        }
-        Err(error) => return Err(HttpError::Malformed(describe(error))),
+    let Some(consumed) = head_progress(request.parse(window), buf.len(), limits, max_headers)?
+    else {
+        return Ok(Decoded::Incomplete);
     };
     let (Some(method), Some(path), Some(version)) = (request.method, request.path, request.version)
     else {

@@ -20,7 +20,9 @@
 //! instead of reading on.
 
 use super::chunked::ChunkedDecoder;
-use super::{describe, list_elements, parse_decimal, Decoded, HeadLimits, HttpError, MAX_HEADERS};
+use super::{
+    head_progress, list_elements, parse_decimal, Decoded, HeadLimits, HttpError, MAX_HEADERS,
+};
 
 /// The head of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,18 +69,9 @@ pub fn parse_response_head(
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let slots = storage.get_mut(..max_headers).unwrap_or(&mut []);
     let mut response = httparse::Response::new(slots);
-    let consumed = match response.parse(window) {
-        Ok(httparse::Status::Complete(consumed)) => consumed,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {
-            return Err(HttpError::HeadTooLarge {
-                limit: limits.max_head_bytes,
-            })
-        }
-        Ok(httparse::Status::Partial) => return Ok(Decoded::Incomplete),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HttpError::TooManyHeaders { limit: max_headers })
-        }
-        Err(error) => return Err(HttpError::Malformed(describe(error))),
+    let Some(consumed) = head_progress(response.parse(window), buf.len(), limits, max_headers)?
+    else {
+        return Ok(Decoded::Incomplete);
     };
     let (Some(status), Some(version)) = (response.code, response.version) else {
         return Err(HttpError::Malformed("incomplete status line"));
