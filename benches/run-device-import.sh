@@ -5,10 +5,11 @@
 #   bash benches/run-device-import.sh [devices]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 N=${1:-1000000}
 cargo build --release -p shoal-controlplane -p shoal-dataplane -p shoal-cli >/dev/null
-BIN=target/release
-echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
+BIN=$TARGET_DIR/release
+echo "machine: $(machine_description)"
 WORK=$(mktemp -d /tmp/shoal-import.XXXXXX)
 cleanup() {
     [[ -n "${DP_PID:-}" ]] && kill -TERM "$DP_PID" 2>/dev/null || true
@@ -20,7 +21,7 @@ trap cleanup EXIT
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 wait_for() { # wait_for FILE PATTERN
-    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return; sleep 0.1; done
+    wait_for_line "$1" "$2" && return
     echo "no '$2' in $1"; cat "$1"; exit 1
 }
 

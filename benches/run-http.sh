@@ -38,8 +38,8 @@
 # and the servers' logs stay in the work directory it names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
 DURATION=${DURATION:-10s}
 NGINX=${NGINX:-/usr/sbin/nginx}
 PAYLOAD=${PAYLOAD:-64}
@@ -47,31 +47,9 @@ RESULTS_FILE=${RESULTS_FILE:-benches/RESULTS.md}
 
 # summarize RESULTS_JSONL MACHINE DURATION: markdown tables, with ratios.
 summarize() {
-    python3 - "$@" <<'EOF'
-import json, sys
+    summary_python "$@" <<'EOF'
 path, machine, duration = sys.argv[1:4]
-runs, order = {}, []
-for line in open(path):
-    r = json.loads(line)
-    runs[(r["run"], r["server"])] = r
-    if r["run"] not in order:
-        order.append(r["run"])
-
-def rep(name, server):
-    r = runs.get((name, server))
-    return None if r is None or "report" not in r else r["report"]
-
-def fmt(v, spec="{:,.0f}"):
-    return "n/a" if v is None else spec.format(v)
-
-def ratio(a, b):
-    return "n/a" if a is None or b is None or b == 0 else "%.2f" % (a / b)
-
-def srv(d, key):
-    return None if d is None else (d.get("server") or {}).get(key)
-
-def lat(d, key):
-    return None if d is None else (d.get("latency_us") or {}).get(key)
+runs, order = load_runs(path, "run", "server")
 
 def ms(us):
     return "n/a" if us is None else "%.2f" % (us / 1000)
@@ -153,14 +131,9 @@ if notes:
 EOF
 }
 
-if [ "${1:-}" = --summary ]; then
-    summarize "$2" "${3:-as in that run}" "${DURATION}"
-    exit 0
-fi
+summary_only "${1:-}" "${2:-}" "${3:-}" "${DURATION}"
 
-cargo build --release -p shoal-dataplane -p shoal-benches >/dev/null
-DP=$TARGET_DIR/release/shoal-dataplane
-BENCH=$TARGET_DIR/release/shoal-bench
+build_release
 [ -x "$NGINX" ] || { echo "nginx not found at $NGINX (set NGINX)"; exit 1; }
 
 WORK=$(mktemp -d /tmp/shoal-bench-http.XXXXXX)
@@ -168,81 +141,24 @@ WORK=$(mktemp -d /tmp/shoal-bench-http.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$WORK/nginx"
 RESULTS_JSONL=$WORK/results.jsonl
-echo "work directory: $WORK"
-MACHINE="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r), open-file limit $(ulimit -n)"
-echo "machine: $MACHINE"
-echo "nginx: $("$NGINX" -v 2>&1 | head -1)"
-echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+describe_run "nginx: $("$NGINX" -v 2>&1 | head -1)"
 
-free_port() {
-    python3 -c 'import socket, sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
-}
 HTTP_PORT=$(free_port tcp)
 COAP_PORT=$(free_port udp)
-NGINX_PORT=$(free_port tcp)
-while [ "$NGINX_PORT" = "$HTTP_PORT" ]; do NGINX_PORT=$(free_port tcp); done
+NGINX_PORT=$(free_port tcp "$HTTP_PORT")
 
-sed -e "s/^bind = \"127.0.0.1:28080\"/bind = \"127.0.0.1:$HTTP_PORT\"/" \
-    -e "s/^bind = \"127.0.0.1:25683\"/bind = \"127.0.0.1:$COAP_PORT\"/" \
-    benches/configs/http.toml >"$WORK/http.toml"
-grep -q "127.0.0.1:$HTTP_PORT" "$WORK/http.toml" && grep -q "127.0.0.1:$COAP_PORT" "$WORK/http.toml" \
-    || { echo "cannot set the ports in $WORK/http.toml"; exit 1; }
+shoal_config benches/configs/http.toml "$WORK/http.toml" "28080:$HTTP_PORT" "25683:$COAP_PORT"
 sed -e "s#listen 127.0.0.1:[0-9]* #listen 127.0.0.1:$NGINX_PORT #" \
     -e "s#/tmp/nginx-http-bench/#$WORK/nginx/#g" \
     benches/configs/nginx-204.conf >"$WORK/nginx.conf"
 grep -q "127.0.0.1:$NGINX_PORT " "$WORK/nginx.conf" || { echo "cannot set the port in $WORK/nginx.conf"; exit 1; }
 
-SERVER_PID=""
-SERVER_PIDS=""
-SERVER_LOG=""
-start_shoal() {
-    SERVER_LOG=$WORK/$1.log
-    : >"$SERVER_LOG"
-    "$DP" --cores 2 --config "$WORK/http.toml" --stats-interval 0s 2>"$SERVER_LOG" &
-    SERVER_PID=$!
-    SERVER_PIDS=$SERVER_PID
-    for _ in $(seq 100); do
-        grep -q "shoal-dataplane ready" "$SERVER_LOG" && return
-        sleep 0.1
-    done
-    echo "shoal-dataplane did not start:"; cat "$SERVER_LOG"; exit 1
-}
-start_nginx() {
-    SERVER_LOG=$WORK/nginx/error.log
-    : >"$SERVER_LOG"
-    "$NGINX" -c "$WORK/nginx.conf" -p "$WORK/nginx/" >>"$WORK/nginx-$1.out" 2>&1 &
-    SERVER_PID=$!
-    for _ in $(seq 100); do
-        # Listening, and both workers up: the master and its workers are
-        # sampled together.
-        if ss -ltn | grep -q "127.0.0.1:$NGINX_PORT " && [ "$(pgrep -P "$SERVER_PID" | wc -l)" -ge 2 ]; then
-            SERVER_PIDS=$(pgrep -P "$SERVER_PID" | paste -sd, -)
-            SERVER_PIDS="$SERVER_PID,$SERVER_PIDS"
-            return
-        fi
-        sleep 0.1
-    done
-    echo "nginx did not start:"; cat "$WORK/nginx-$1.out" "$SERVER_LOG"; exit 1
-}
-stop_server() {
-    if [ -n "$SERVER_PID" ]; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-    SERVER_PIDS=""
-}
 trap stop_server EXIT
 
 # nginx must read and discard a POST body and keep the connection: three
 # pipelined POSTs on one connection, three 204s, no close.
 check_nginx() {
-    start_nginx check
+    start_nginx check 2
     python3 - "$NGINX_PORT" <<'EOF'
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
@@ -260,17 +176,6 @@ assert data.count(b"HTTP/1.1 204") == 4 and b"close" not in data.lower(), data
 print("nginx check: pipelined POSTs on one kept-alive connection answered 204 x4")
 EOF
     stop_server
-}
-
-server_log_summary() {
-    local server=$1
-    if [ "$server" = shoal ]; then
-        grep -E " (WARN|ERROR) " "$SERVER_LOG" | sed -E 's/^[^ ]+ +//' | sort | uniq -c | sort -rn | head -3 \
-            | awk '{$1=$1" x"; print}' | paste -sd ';' - || true
-    else
-        grep -E "\[(warn|error|crit|alert|emerg)\]" "$SERVER_LOG" | sed -E 's/^[^[]*//; s/, client:.*//' \
-            | sort | uniq -c | sort -rn | head -3 | awk '{$1=$1" x"; print}' | paste -sd ';' - || true
-    fi
 }
 
 # Datagrams the kernel dropped because a UDP socket's receive buffer was
@@ -303,10 +208,10 @@ run() {
     shift 3
     local target
     if [ "$server" = shoal ]; then
-        start_shoal "$name"
+        start_shoal "$name" "$WORK/http.toml"
         if [ "$scenario" = coap ]; then target=127.0.0.1:$COAP_PORT; else target=127.0.0.1:$HTTP_PORT; fi
     else
-        start_nginx "$name"
+        start_nginx "$name" 2
         target=127.0.0.1:$NGINX_PORT
     fi
     printf '%-22s %-6s ' "$name" "$server"
@@ -323,12 +228,12 @@ run() {
     if [ "$status" = 0 ]; then
         echo "$out" | python3 "$WORK/line.py" "$drops" "$loadavg"
         LAST_RATE=$(echo "$out" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["measured"]["answered_per_s"]))')
-        echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); d.pop("latency_histogram_v2_base64",None); print(json.dumps({"run":sys.argv[1],"server":sys.argv[2],"args":sys.argv[3],"server_log":sys.argv[4],"udp_rcvbuf_errors":int(sys.argv[5]),"loadavg":sys.argv[6],"report":d}))' \
-            "$name" "$server" "$*" "$log" "$drops" "$loadavg" >>"$RESULTS_JSONL"
+        echo "$out" | record_run --report run="$name" server="$server" args="$*" server_log="$log" \
+            udp_rcvbuf_errors:int="$drops" loadavg="$loadavg"
     else
         echo "FAILED (exit $status): $(tail -3 "$WORK/$name-$server.err" | tr '\n' ' ')"
-        python3 -c 'import json,sys; print(json.dumps({"run":sys.argv[1],"server":sys.argv[2],"args":sys.argv[3],"server_log":sys.argv[4],"failed":sys.argv[5]}))' \
-            "$name" "$server" "$*" "$log" "$(tail -3 "$WORK/$name-$server.err")" >>"$RESULTS_JSONL"
+        record_run run="$name" server="$server" args="$*" server_log="$log" \
+            failed="$(tail -3 "$WORK/$name-$server.err")"
     fi
     [ -z "$log" ] || echo "                              server log: $log"
     sleep 1
@@ -367,15 +272,4 @@ run coap-d1000-rate25 shoal coap --devices 1000 --rate "$((COAP_HALF / 2))"
 run coap-d1000-non shoal coap --devices 1000 --non
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo; echo "== summary"
-summarize "$RESULTS_JSONL" "$MACHINE" "$DURATION" >"$WORK/summary.md"
-cat "$WORK/summary.md"
-if [ "$RESULTS_FILE" != "-" ]; then
-    {
-        echo
-        echo "### run-http.sh output, $(date -u +%Y-%m-%dT%H:%MZ)"
-        echo
-        cat "$WORK/summary.md"
-    } >>"$RESULTS_FILE"
-    echo; echo "appended to $RESULTS_FILE; raw reports in $RESULTS_JSONL"
-fi
+publish_summary run-http.sh "$RESULTS_JSONL" "$MACHINE" "$DURATION"

@@ -4,19 +4,20 @@
 #   bash benches/run-tcp-frames.sh [pairs]      (default 200 pairs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 PAIRS=${1:-200}
-cargo build --release -p shoal-dataplane -p shoal-benches >/dev/null
-DP=target/release/shoal-dataplane
-BENCH=target/release/shoal-bench
-echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r)"
+build_release
+echo "machine: $(machine_description)"
 
+DP_PID=""
 start() { # start [taskset cpus] [args...]
     "$@" --stats-interval 0s 2>/tmp/shoal-bench-dp.log &
     DP_PID=$!
-    for _ in $(seq 50); do grep -q "shoal-dataplane ready" /tmp/shoal-bench-dp.log && return; sleep 0.1; done
+    wait_for_line /tmp/shoal-bench-dp.log "shoal-dataplane ready" 50 && return
     echo "data plane did not start"; cat /tmp/shoal-bench-dp.log; exit 1
 }
-stop() { kill -TERM "$DP_PID"; wait "$DP_PID" || true; }
+stop() { stop_pid "$DP_PID"; DP_PID=""; }
+trap '[ -z "$DP_PID" ] || stop' EXIT
 
 echo; echo "== idle: 10,000 TCP device connections (default config, 2 cores)"
 start $DP

@@ -12,6 +12,7 @@
 //! child:  threads connect + log in → "ready" → run from T → result line
 //! ```
 
+mod args;
 mod clock;
 mod coap;
 mod flv;

@@ -7,224 +7,37 @@
 //! test (build it first: `cargo build -p shoal-dataplane`, or
 //! `cargo build --workspace --bins` as `.ci/run` does).
 
-use std::{
-    io::{BufRead as _, BufReader},
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
-    thread,
-    time::{Duration, Instant},
-};
+mod support;
 
 use serde_json::Value;
+use support::{
+    assert_contains, assert_zero, count, free_tcp_port, loopback, run_failing, run_requests,
+    run_text, Dataplane, BENCH_LIMIT,
+};
 
-/// No bench run outlives this.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
-/// How long the data plane gets to say it is ready.
-const START_LIMIT: Duration = Duration::from_secs(20);
-
-/// `shoal-dataplane` next to this test's own target directory.
-fn dataplane_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test knows its own path");
-    let deps = exe.parent().expect("the test lives in a directory");
-    let profile = if deps.file_name().is_some_and(|n| n == "deps") {
-        deps.parent().unwrap_or(deps)
-    } else {
-        deps
-    };
-    let bin = profile.join(format!("shoal-dataplane{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p shoal-dataplane` (or `cargo build --workspace --bins`) first",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running data plane with one anonymous HTTP listener; stopped on drop.
-struct Dataplane {
-    child: Child,
-    port: u16,
-    config: PathBuf,
-}
-
-impl Dataplane {
-    fn start() -> Self {
-        let port = free_port();
-        let config = std::env::temp_dir().join(format!(
-            "shoal-bench-http-smoke-{}-{port}.toml",
-            std::process::id()
-        ));
-        std::fs::write(
-            &config,
-            format!(
-                "[runtime]\ndrain_timeout = \"1s\"\n\n\
-                 [[listener]]\nname = \"http-smoke\"\nprotocol = \"http\"\n\
-                 bind = \"127.0.0.1:{port}\"\nauth = \"none\"\nmax_connections = 1000\n\
-                 max_frame_bytes = 65000\nidle_timeout = \"5m\"\n"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(dataplane_bin())
-            .args(["--cores", "2", "--stats-interval", "0s", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("shoal-dataplane: {line}");
-                if line.contains("shoal-dataplane ready") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let dataplane = Self {
-            child,
-            port,
-            config,
-        };
-        rx.recv_timeout(START_LIMIT)
-            .expect("shoal-dataplane did not become ready");
-        dataplane
-    }
-
-    fn target(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Dataplane {
-    fn drop(&mut self) {
-        // SAFETY: plain syscall on the pid of a child this test started.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
-
-/// Runs `shoal-bench` with `args`, killing it if it outlives the limit.
-fn run_bench(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + RUN_LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("shoal-bench did not finish within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn json_report(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "shoal-bench failed: {}\nstdout: {stdout}\nstderr: {stderr}",
-        output.status
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}\nstderr: {stderr}"))
-}
+/// The data plane's HTTP listener, beyond its address.
+const LISTENER_SETTINGS: &str =
+    "max_connections = 1000\nmax_frame_bytes = 65000\nidle_timeout = \"5m\"";
 
 /// One short `http-post` run with `extra` options; checks what every run
 /// must show and returns the report.
-fn http_post(dp: &Dataplane, connections: u64, extra: &[&str]) -> Value {
-    let target = dp.target();
-    let pid = dp.pid();
-    let connections_arg = connections.to_string();
-    let mut args = vec![
-        "http-post",
-        "--target",
-        &target,
-        "--server-pid",
-        &pid,
-        "--connections",
-        &connections_arg,
-        "--warmup",
-        "200ms",
-        "--duration",
-        "1s",
-        "--drain",
-        "2s",
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    let report = json_report(&run_bench(&args));
-    assert_eq!(report["scenario"], "http-post");
-    assert_eq!(
-        report["connections"]["established"], connections,
-        "{report}"
-    );
-    assert_eq!(report["connections"]["failed"], 0, "{report}");
-    assert_eq!(report["run_errors"]["count"], 0, "{report}");
-    let requests = &report["requests"];
-    let answered = requests["answered"].as_u64().unwrap();
-    assert!(answered > 0, "{report}");
-    assert_eq!(requests["sent"].as_u64(), Some(answered), "{report}");
-    assert_eq!(requests["unanswered"], 0, "{report}");
-    assert_eq!(requests["unmatched"], 0, "{report}");
-    assert_eq!(requests["malformed"], 0, "{report}");
-    assert!(report["measured"]["answered_per_s"].as_f64().unwrap() > 0.0);
-    let latency = &report["latency_us"];
-    assert!(latency["samples"].as_u64().unwrap() > 0, "{report}");
-    assert!(latency["p50"].as_u64() <= latency["p99"].as_u64());
-    assert!(latency["p99"].as_u64() <= latency["max"].as_u64());
+fn http_post(dp: &Dataplane, target: &str, connections: u64, extra: &str) -> Value {
+    let report = run_requests("http-post", dp, target, "--connections", connections, extra);
+    assert_zero(&report, &["/requests/unmatched"]);
     assert!(report["server"]["cpu_s"].as_f64().is_some(), "{report}");
-    assert!(
-        report["server"]["cpu_s_per_1k_requests"].as_f64().is_some(),
-        "{report}"
-    );
     report
 }
 
 #[test]
 fn http_post_against_the_data_plane() {
-    let dp = Dataplane::start();
+    let (dp, target) = Dataplane::start_one("http", free_tcp_port(), LISTENER_SETTINGS);
 
     // Closed loop from two processes, one request at a time.
     let report = http_post(
         &dp,
+        &target,
         20,
-        &[
-            "--procs",
-            "2",
-            "--threads",
-            "1",
-            "--source-addrs",
-            "127.0.0.1-127.0.0.3",
-        ],
+        "--procs 2 --threads 1 --source-addrs 127.0.0.1-127.0.0.3",
     );
     let requests = &report["requests"];
     assert_eq!(requests["success"], requests["answered"], "{report}");
@@ -235,22 +48,18 @@ fn http_post_against_the_data_plane() {
     );
 
     // Pipelined, 1 KiB bodies.
-    let report = http_post(
-        &dp,
-        4,
-        &["--pipeline", "8", "--payload", "1024", "--threads", "2"],
-    );
+    let report = http_post(&dp, &target, 4, "--pipeline 8 --payload 1024 --threads 2");
     assert_eq!(report["load"]["in_flight_per_client"], 8);
     assert_eq!(report["requests"]["non_success"], 0, "{report}");
 
     // A fixed rate: 500 requests/s for 1.2 s.
-    let report = http_post(&dp, 10, &["--rate", "500/s"]);
-    let sent = report["requests"]["sent"].as_u64().unwrap();
+    let report = http_post(&dp, &target, 10, "--rate 500/s");
+    let sent = count(&report, "/requests/sent");
     assert!((550..=650).contains(&sent), "{report}");
     assert_eq!(report["requests"]["non_success"], 0, "{report}");
 
     // A path the data plane does not serve: every answer is a 404, counted.
-    let report = http_post(&dp, 2, &["--path", "/v1/nothing/{id}"]);
+    let report = http_post(&dp, &target, 2, "--path /v1/nothing/{id}");
     let requests = &report["requests"];
     assert_eq!(requests["success"], 0, "{report}");
     assert_eq!(requests["non_success"], requests["answered"], "{report}");
@@ -260,50 +69,23 @@ fn http_post_against_the_data_plane() {
     );
 
     // The text report.
-    let target = dp.target();
-    let output = run_bench(&[
-        "http-post",
-        "--target",
-        &target,
-        "--connections",
-        "3",
-        "--warmup",
-        "100ms",
-        "--duration",
-        "500ms",
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let text =
+        format!("http-post --target {target} --connections 3 --warmup 100ms --duration 500ms");
+    assert_contains(
+        &run_text(&text, BENCH_LIMIT),
+        &["http-post -> ", "unanswered 0"],
     );
-    assert!(stdout.contains("http-post -> "), "{stdout}");
-    assert!(stdout.contains("latency us  p50"), "{stdout}");
-    assert!(stdout.contains("unanswered 0"), "{stdout}");
 }
 
 #[test]
 fn refused_connections_are_reported() {
     // A port nothing listens on.
-    let target = format!("127.0.0.1:{}", free_port());
-    let output = run_bench(&[
-        "http-post",
-        "--target",
-        &target,
-        "--connections",
-        "3",
-        "--duration",
-        "100ms",
-        "--connect-timeout",
-        "1s",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains("no connections could be opened"),
-        "{stderr}"
+    let target = loopback(free_tcp_port());
+    let args = format!(
+        "http-post --target {target} --connections 3 --duration 100ms --connect-timeout 1s"
     );
-    assert!(stderr.contains("ConnectionRefused x3"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_contains(
+        &run_failing(&args, BENCH_LIMIT),
+        &["no connections could be opened", "ConnectionRefused x3"],
+    );
 }

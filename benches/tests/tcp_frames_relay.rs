@@ -3,11 +3,12 @@
 //! login (device id), and every later frame from device `X` is written to the
 //! connection that logged in as `X-rx`. This checks the generator itself.
 
+mod support;
+
 use std::{
     collections::HashMap,
     io::{self, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    process::{Command, Output, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -16,9 +17,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use support::{
+    assert_contains, assert_zero, count, free_tcp_port, loopback, run_failing, run_json, run_text,
+    BENCH_LIMIT,
+};
 
-/// No relay thread and no bench run outlives this.
+/// No relay thread outlives this.
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 type Writers = Arc<Mutex<HashMap<String, Arc<Mutex<TcpStream>>>>>;
@@ -111,91 +115,41 @@ fn relay_connection(stream: TcpStream, writers: &Writers, deadline: Instant) -> 
     Ok(())
 }
 
-/// Runs `shoal-bench` with `args`, killing it if it outlives the test limit.
-fn run_bench(args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-bench"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + TEST_LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("shoal-bench did not finish within {TEST_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn json_report(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "shoal-bench failed: {}\nstdout: {stdout}\nstderr: {stderr}",
-        output.status
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}\nstderr: {stderr}"))
-}
-
 #[test]
 fn pairs_through_relay_in_two_processes() {
     let relay = Relay::start();
-    let target = relay.addr.to_string();
-    let pid = std::process::id().to_string();
-    let output = run_bench(&[
-        "tcp-frames",
-        "--target",
-        &target,
-        "--connections",
-        "4",
-        "--processes",
-        "2",
-        "--threads",
-        "1",
-        "--rate",
-        "500",
-        "--payload-bytes",
-        "40",
-        "--warmup",
-        "200ms",
-        "--duration",
-        "1s",
-        "--settle",
-        "200ms",
-        "--drain",
-        "1s",
-        "--source-addrs",
-        "127.0.0.1-127.0.0.3",
-        "--server-pid",
-        &pid,
-        "--json",
-    ]);
-    let report = json_report(&output);
+    let report = run_json(
+        &format!(
+            "tcp-frames --target {} --connections 4 --processes 2 --threads 1 --rate 500 \
+             --payload-bytes 40 --warmup 200ms --duration 1s --settle 200ms --drain 1s \
+             --source-addrs 127.0.0.1-127.0.0.3 --server-pid {} --json",
+            relay.addr,
+            std::process::id()
+        ),
+        BENCH_LIMIT,
+    );
     assert_eq!(report["mode"], "pairs");
     assert_eq!(report["load"]["pairs_connected"], 4);
-    assert_eq!(report["connections"]["failed"], 0);
     assert_eq!(report["connections"]["established"], 8);
-    assert_eq!(report["run_errors"]["connections"], 0);
-    let frames = &report["frames"];
-    let sent = frames["sent"].as_u64().unwrap();
+    let sent = count(&report, "/frames/sent");
     assert!(sent > 0, "{report}");
-    assert_eq!(frames["received"].as_u64(), Some(sent), "{report}");
-    assert_eq!(frames["lost"], 0);
-    assert_eq!(frames["sequence_gaps"], 0);
-    assert_eq!(frames["out_of_order"], 0);
-    assert_eq!(frames["malformed"], 0);
-    assert!(report["measured"]["frames_received"].as_u64().unwrap() > 0);
-    let latency = &report["latency_us"];
-    assert!(latency["samples"].as_u64().unwrap() > 0, "{report}");
-    assert!(latency["p50"].as_u64().unwrap() <= latency["max"].as_u64().unwrap());
+    assert_eq!(count(&report, "/frames/received"), sent, "{report}");
+    assert_zero(
+        &report,
+        &[
+            "/connections/failed",
+            "/run_errors/connections",
+            "/frames/lost",
+            "/frames/sequence_gaps",
+            "/frames/out_of_order",
+            "/frames/malformed",
+        ],
+    );
+    assert!(count(&report, "/measured/frames_received") > 0, "{report}");
+    assert!(count(&report, "/latency_us/samples") > 0, "{report}");
+    assert!(count(&report, "/latency_us/p50") <= count(&report, "/latency_us/max"));
     assert!(report["server"]["cpu_s"].as_f64().is_some());
-    assert!(report["server"]["rss_after_kib"].as_u64().unwrap() > 0);
+    assert!(count(&report, "/server/rss_after_kib") > 0, "{report}");
     assert!(!report["latency_histogram_v2_base64"]
         .as_str()
         .unwrap()
@@ -205,99 +159,50 @@ fn pairs_through_relay_in_two_processes() {
 #[test]
 fn pairs_full_speed_text_report() {
     let relay = Relay::start();
-    let target = relay.addr.to_string();
-    let output = run_bench(&[
-        "tcp-frames",
-        "--target",
-        &target,
-        "--connections",
-        "3",
-        "--threads",
-        "2",
-        "--window",
-        "8",
-        "--warmup",
-        "100ms",
-        "--duration",
-        "500ms",
-        "--settle",
-        "100ms",
-        "--drain",
-        "1s",
-        "--source-addrs",
-        "any",
-    ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let text = format!(
+        "tcp-frames --target {} --connections 3 --threads 2 --window 8 --warmup 100ms \
+         --duration 500ms --settle 100ms --drain 1s --source-addrs any",
+        relay.addr
     );
-    assert!(stdout.contains("3 connected of 3"), "{stdout}");
-    assert!(stdout.contains("latency us  p50"), "{stdout}");
-    assert!(stdout.contains("lost 0"), "{stdout}");
+    assert_contains(
+        &run_text(&text, BENCH_LIMIT),
+        &["3 connected of 3", "lost 0"],
+    );
 }
 
 #[test]
 fn idle_connections_are_held() {
     let relay = Relay::start();
-    let target = relay.addr.to_string();
-    let pid = std::process::id().to_string();
-    let output = run_bench(&[
-        "tcp-frames",
-        "--mode",
-        "idle",
-        "--target",
-        &target,
-        "--connections",
-        "30",
-        "--processes",
-        "2",
-        "--threads",
-        "1",
-        "--duration",
-        "300ms",
-        "--settle",
-        "100ms",
-        "--server-pid",
-        &pid,
-        "--json",
-    ]);
-    let report = json_report(&output);
+    let report = run_json(
+        &format!(
+            "tcp-frames --mode idle --target {} --connections 30 --processes 2 --threads 1 \
+             --duration 300ms --settle 100ms --server-pid {} --json",
+            relay.addr,
+            std::process::id()
+        ),
+        BENCH_LIMIT,
+    );
     assert_eq!(report["mode"], "idle");
     assert_eq!(report["connections"]["established"], 30);
-    assert_eq!(report["connections"]["failed"], 0);
     assert_eq!(report["open_at_end"], 30);
-    assert_eq!(report["closed_by_server"], 0);
+    assert_zero(&report, &["/connections/failed", "/closed_by_server"]);
     assert!(report["established_per_s"].as_f64().unwrap() > 0.0);
-    assert!(report["server"]["rss_established_kib"].as_u64().unwrap() > 0);
+    assert!(
+        count(&report, "/server/rss_established_kib") > 0,
+        "{report}"
+    );
 }
 
 #[test]
 fn refused_connections_are_reported_not_panicked() {
     // A port that nothing listens on.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let target = format!("127.0.0.1:{port}");
-    let output = run_bench(&[
-        "tcp-frames",
-        "--target",
-        &target,
-        "--connections",
-        "2",
-        "--threads",
-        "1",
-        "--duration",
-        "100ms",
-        "--connect-timeout",
-        "1s",
-    ]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(stderr.contains("no pair could connect"), "{stderr}");
-    assert!(stderr.contains("2 connection failures"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let target = loopback(free_tcp_port());
+    let args = format!(
+        "tcp-frames --target {target} --connections 2 --threads 1 --duration 100ms \
+         --connect-timeout 1s"
+    );
+    assert_contains(
+        &run_failing(&args, BENCH_LIMIT),
+        &["no pair could connect", "2 connection failures"],
+    );
 }

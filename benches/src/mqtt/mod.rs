@@ -29,7 +29,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 use shoal_protocols::mqtt::{QoS, Version};
 
-use crate::net::SourceAddrs;
+use crate::{args::parse_rate, net::SourceAddrs};
 
 /// The MQTT protocol version the clients speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,20 +56,6 @@ impl ProtocolVersion {
             Self::V5 => "5.0",
         }
     }
-}
-
-/// Parses a rate: `20000`, `20000/s` or `20k/s`.
-fn parse_rate(text: &str) -> Result<u64, String> {
-    let number = text.trim().trim_end_matches("/s");
-    let (digits, scale) = match number.strip_suffix(['k', 'K']) {
-        Some(digits) => (digits, 1_000),
-        None => (number, 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("{text:?} is not a rate (e.g. 20000, 20000/s, 20k/s)"))
 }
 
 /// Options of `mqtt-conn`.
@@ -436,16 +422,6 @@ pub(crate) fn run_pubsub(args: &MqttPubSubArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(parse_rate("20000"), Ok(20_000));
-        assert_eq!(parse_rate("20000/s"), Ok(20_000));
-        assert_eq!(parse_rate("20k/s"), Ok(20_000));
-        assert_eq!(parse_rate("0"), Ok(0));
-        assert!(parse_rate("fast").is_err());
-        assert!(parse_rate("-1").is_err());
-    }
 
     #[test]
     fn id_prefixes() {

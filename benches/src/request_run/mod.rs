@@ -25,25 +25,12 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    args::parse_rate,
     clock::duration_ns,
     net::SourceAddrs,
     report::new_latency_histogram,
     tally::{CountedError, FailureTally},
 };
-
-/// Parses a rate: `20000`, `20000/s` or `20k/s`.
-pub(crate) fn parse_rate(text: &str) -> Result<u64, String> {
-    let number = text.trim().trim_end_matches("/s");
-    let (digits, scale) = match number.strip_suffix(['k', 'K']) {
-        Some(digits) => (digits, 1_000),
-        None => (number, 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("{text:?} is not a rate (e.g. 20000, 20000/s, 20k/s)"))
-}
 
 /// Load options every request/response scenario takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -480,14 +467,6 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_parse() {
-        assert_eq!(parse_rate("20000"), Ok(20_000));
-        assert_eq!(parse_rate("20k/s"), Ok(20_000));
-        assert_eq!(parse_rate("0"), Ok(0));
-        assert!(parse_rate("fast").is_err());
-    }
 
     #[test]
     fn schedule_spreads_clients_and_counts_due_requests() {
