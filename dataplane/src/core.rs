@@ -535,6 +535,11 @@ impl Core {
     /// Flushes `conn` at the next media write (`write_interval` after the
     /// first tag of the round was queued).
     pub(crate) fn defer_media_flush(&self, conn: Rc<dyn DeferredFlush>) {
+        if self.stopping.is_raised() {
+            // The media round has ended with the core: write it now.
+            conn.flush_deferred();
+            return;
+        }
         let mut list = self.media_deferred.borrow_mut();
         if list.is_empty() {
             self.media_kick.kick();

@@ -164,6 +164,10 @@ fn load_config(path: Option<&PathBuf>) -> Result<ApplyPlan, String> {
         ),
     };
     let config = DataPlaneConfig::from_toml(&text).map_err(|e| format!("config {source}: {e}"))?;
+    let relying = shoal_protocols::config::listeners_relying_on_default_auth(&text);
+    if let Some(warning) = shoal_protocols::config::default_auth_warning(&relying) {
+        warn!("config {source}: {warning}");
+    }
     ApplyPlan::new(config).map_err(|e| format!("config {source}: {e}"))
 }
 

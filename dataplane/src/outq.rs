@@ -92,8 +92,10 @@ pub(crate) struct OutQueue {
 
 /// Segments an empty queue keeps room for: a burst (a new viewer's GOP,
 /// a downlink backlog) grows the ring, and a connection that has caught
-/// up must not keep that room for its whole life.
-const KEEP_EMPTY_SEGMENTS: usize = 16;
+/// up must not keep that room for its whole life. Rings up to this size
+/// stay (a viewer's round of gathered tags fits, so it is not reallocated
+/// every round).
+const KEEP_EMPTY_SEGMENTS: usize = 32;
 
 /// Loose segments a queue may hold before it is compacted.
 pub(crate) const COMPACT_AFTER_SEGMENTS: usize = 64;

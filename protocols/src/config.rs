@@ -434,6 +434,47 @@ pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an ip:port address (e.g. 127.0.0.1:7000)"))
 }
 
+/// The names of the `[[listener]]` tables of a TOML document (a data-plane
+/// config or a `shoalctl apply` document) that do not say `auth`: they
+/// require the device's secret, which configs written before that became
+/// the default did not mean. Loaders warn about them. Empty when the text
+/// is not TOML (its parse error is reported elsewhere).
+pub fn listeners_relying_on_default_auth(text: &str) -> Vec<String> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let Some(toml::Value::Array(listeners)) = doc.get("listener") else {
+        return Vec::new();
+    };
+    listeners
+        .iter()
+        .filter_map(toml::Value::as_table)
+        .filter(|l| !l.contains_key("auth"))
+        .map(|l| {
+            l.get("name")
+                .and_then(toml::Value::as_str)
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The warning for [`listeners_relying_on_default_auth`]'s names.
+pub fn default_auth_warning(names: &[String]) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "listener(s) {} do not say `auth`: they require the device's secret \
+         (auth = \"device_secret\", the default); add auth = \"none\" to take device ids as given",
+        names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 impl DataPlaneConfig {
     /// Parses a TOML document; the error names the line and column.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -934,6 +975,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("\"nope\" does not exist"));
+    }
+
+    #[test]
+    fn listeners_that_rely_on_the_default_auth_are_named() {
+        let text = "[[listener]]\nname = \"a\"\nauth = \"none\"\n\n[[listener]]\nname = \"b\"\n";
+        let names = listeners_relying_on_default_auth(text);
+        assert_eq!(names, ["b"]);
+        let warning = default_auth_warning(&names).unwrap();
+        assert!(
+            warning.contains("\"b\"") && warning.contains("auth = \"none\""),
+            "{warning}"
+        );
+        assert!(default_auth_warning(&[]).is_none());
+        assert!(listeners_relying_on_default_auth(EMBEDDED_DEFAULT_TOML).is_empty());
+        assert!(listeners_relying_on_default_auth("not toml [").is_empty());
     }
 
     #[test]

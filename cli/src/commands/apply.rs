@@ -35,6 +35,10 @@ pub(crate) fn read_document(file: &Path) -> CliResult<Vec<Resource>> {
 
 /// Parses a document's text into resources (secrets become digests).
 pub(crate) fn parse_document(text: &str) -> CliResult<Vec<Resource>> {
+    let relying = shoal_protocols::config::listeners_relying_on_default_auth(text);
+    if let Some(warning) = shoal_protocols::config::default_auth_warning(&relying) {
+        eprintln!("shoalctl: warning: {warning}");
+    }
     DesiredStateDocument::from_toml(text)
         .and_then(|doc| doc.to_resources())
         .map_err(|e| CliError::invalid(e.to_string()))

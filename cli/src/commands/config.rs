@@ -23,6 +23,10 @@ pub(crate) fn check(file: &Path, format: OutputFormat, out: &mut dyn Write) -> C
     let config = DataPlaneConfig::from_toml(&text)
         .and_then(|c| c.validate().map(|()| c))
         .map_err(|e| CliError::invalid(format!("{}: {e}", file.display())))?;
+    let relying = shoal_protocols::config::listeners_relying_on_default_auth(&text);
+    if let Some(warning) = shoal_protocols::config::default_auth_warning(&relying) {
+        eprintln!("shoalctl: warning: {}: {warning}", file.display());
+    }
     match format {
         OutputFormat::Json => {
             let listeners: Vec<_> = config

@@ -12,8 +12,11 @@
 //!
 //! A proof is trusted for [`PROOF_TTL_MS`], so a steady device costs one
 //! registry check per peer and device per period, and a secret changed in
-//! the registry takes effect within it; a device removed from the registry
-//! (or kicked) loses its proofs at once. Secrets are never logged: only
+//! the registry takes effect within it. A device removed from the registry
+//! (or kicked) loses its proofs at once when it is observing (its session is
+//! in the core's device index and is closed); a device that only posts keeps
+//! them until they expire, so removal takes effect within the same period.
+//! Secrets are never logged: only
 //! their digest is kept.
 
 use std::collections::HashMap;

@@ -285,7 +285,13 @@ async fn run(
                 return match end {
                     FlushEnd::Io(e) => End::Io(e),
                     FlushEnd::Stalled => End::WriteStalled,
-                    FlushEnd::Closed(reason) => End::Closed(reason),
+                    FlushEnd::Closed(reason) => {
+                        // Told while its downlink was backed up: the close
+                        // frame goes behind it (serve flushes, bounded).
+                        let (code, text) = close_code(&reason);
+                        conn.send_close(code, text);
+                        End::Closed(reason)
+                    }
                 };
             }
         }

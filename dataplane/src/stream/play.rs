@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_lite::future::FutureExt;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,10 @@ use crate::writer::FlushEnd;
 /// Bytes read at once from a viewer (it sends little: WebSocket control
 /// frames at most).
 const VIEWER_READ_BYTES: usize = 256;
+
+/// How long the end of a viewer's stream (the last chunk, a close frame)
+/// may take to go out before the connection is closed anyway.
+const TAIL_FLUSH_BOUND: Duration = Duration::from_secs(1);
 
 /// `/{app}/{name}.flv` → `app/name`.
 pub(crate) fn flv_stream_path(path: &str) -> Option<String> {
@@ -137,9 +142,20 @@ pub(crate) async fn serve_flv(
         }
         _ => {}
     }
-    if !tail.is_empty() && viewer.writer.is_open() {
-        viewer.write_raw(&tail);
-        let _ = viewer.writer.flush(&core, &mut stream, || None).await;
+    // A WebSocket viewer that closed (or sent a bad frame) is owed the
+    // close frame already queued behind its gathered tags.
+    let owed = proto == ViewerProto::WsFlv && end == ViewerEnd::Closed && !viewer.writer.is_empty();
+    if (owed || !tail.is_empty()) && viewer.writer.is_open() {
+        if !tail.is_empty() {
+            viewer.write_raw(&tail);
+        }
+        let flush = async {
+            let _ = viewer.writer.flush(&core, &mut stream, || None).await;
+        };
+        let bound = async {
+            glommio::timer::sleep(TAIL_FLUSH_BOUND).await;
+        };
+        flush.or(bound).await;
     }
     viewer.writer.clear();
     core.remove_conn(id);

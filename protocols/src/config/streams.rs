@@ -115,6 +115,12 @@ impl StreamSettings {
         if self.max_streams == 0 {
             return Err(ConfigError::new(at, "max_streams must be at least 1"));
         }
+        if self.write_interval >= self.viewer_queue_duration {
+            return Err(ConfigError::new(
+                at,
+                "write_interval must be shorter than viewer_queue_duration (gathered tags count as queued)",
+            ));
+        }
         if self.write_interval > MAX_WRITE_INTERVAL {
             return Err(ConfigError::new(
                 at,
