@@ -21,6 +21,10 @@
 //! on this core. Different lanes and different cores are not ordered with
 //! each other.
 //!
+//! Delivery is at least once: a batch whose answer did not arrive (a
+//! timeout, a connection that broke after the request went out, a 5xx) is
+//! sent again, so a receiver may see it twice.
+//!
 //! While a lane retries, its queue keeps filling up to the route's bounds;
 //! beyond them messages are dropped and counted: the bus never waits for a
 //! webhook. Payloads are copied into the batch body when they are queued,

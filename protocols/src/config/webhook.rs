@@ -151,6 +151,15 @@ impl WebhookConfig {
                 self.batch_max
             ));
         }
+        for (name, value) in [("batch_wait", self.batch_wait), ("timeout", self.timeout)] {
+            if value.subsec_nanos() % 1_000_000 != 0 {
+                return Err(format!(
+                    "{name} must be a whole number of milliseconds (it travels to data planes \
+                     in milliseconds), got {}",
+                    humantime_serde::re::humantime::format_duration(value)
+                ));
+            }
+        }
         if self.batch_wait > WEBHOOK_MAX_BATCH_WAIT {
             return Err(format!(
                 "batch_wait must be at most {}, got {}",
@@ -363,7 +372,7 @@ mod tests {
         let ok = WebhookConfig::new("http://127.0.0.1:9000/in");
         ok.validate().unwrap();
         type Change = fn(&mut WebhookConfig);
-        let cases: [(Change, &str); 9] = [
+        let cases: [(Change, &str); 11] = [
             (|c| c.batch_max = 0, "batch_max"),
             (|c| c.batch_max = WEBHOOK_MAX_BATCH_MAX + 1, "batch_max"),
             (|c| c.batch_wait = Duration::from_secs(11), "batch_wait"),
@@ -373,6 +382,8 @@ mod tests {
             (|c| c.connections = 65, "connections"),
             (|c| c.timeout = Duration::ZERO, "timeout"),
             (|c| c.max_retries = 101, "max_retries"),
+            (|c| c.timeout = Duration::from_micros(500), "timeout"),
+            (|c| c.batch_wait = Duration::from_micros(1500), "batch_wait"),
         ];
         for (change, field) in cases {
             let mut c = ok.clone();
