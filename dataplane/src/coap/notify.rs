@@ -122,7 +122,12 @@ pub(super) fn register(
     let now = rt.now_ms();
     let registered = {
         let mut n = rt.notifier.borrow_mut();
-        let known = n.observers.resource(&peer, token).is_some();
+        // Known: the same (peer, token) re-registering the same device.
+        // A token moved to another device counts against that device.
+        let known = n
+            .observers
+            .resource(&peer, token)
+            .is_some_and(|device| **device == *session.device);
         if !known && n.observers.observers(&session.device).count() >= MAX_OBSERVERS_PER_DEVICE {
             return Err(CoapError::ObserversFull {
                 limit: MAX_OBSERVERS_PER_DEVICE,
