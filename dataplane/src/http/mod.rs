@@ -243,7 +243,7 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
                 if let Ok(upgrade) = check_upgrade(&head) {
                     write_accept(&mut accept, &upgrade, Some("mqtt"));
                 }
-                if !accept.is_empty() && stream.write_all(&accept).await.is_ok() {
+                if !accept.is_empty() && write_upgrade(&core, &mut stream, &accept).await {
                     core.stats.accepted.dec();
                     let leftover = session.buf.get(consumed..).unwrap_or_default().to_vec();
                     glommio::spawn_local(mqtt::serve_websocket(core, rt, stream, peer, leftover))
@@ -253,7 +253,7 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
             }
         }
         End::DeviceSocket { device, accept } => {
-            if stream.write_all(&accept).await.is_ok() {
+            if write_upgrade(&core, &mut stream, &accept).await {
                 core.stats.accepted.dec();
                 let leftover = std::mem::take(&mut session.buf);
                 glommio::spawn_local(ws_device::serve(core, rt, stream, peer, device, leftover))
@@ -264,6 +264,19 @@ async fn serve(core: Rc<Core>, rt: Rc<HttpListenerRt>, mut stream: TcpStream, pe
     }
     let _ = stream.close().await;
     release(&rt);
+}
+
+/// Writes a 101 answer, bounded by the write stall timeout (the
+/// connection has left the table: a client that does not read must not
+/// hold it); false when it did not go out.
+async fn write_upgrade(core: &Core, stream: &mut TcpStream, accept: &[u8]) -> bool {
+    let stall = core.settings.borrow().write_stall_timeout;
+    let write = async { stream.write_all(accept).await.is_ok() };
+    let timeout = async {
+        glommio::timer::sleep(stall).await;
+        false
+    };
+    write.or(timeout).await
 }
 
 /// The connection ended without being handed over.
