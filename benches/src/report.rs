@@ -64,6 +64,28 @@ pub(crate) fn print_stdout(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line of a text report: `label`, then the percentiles, or `none`
+/// when there are none.
+pub(crate) fn latency_line(
+    t: &mut String,
+    label: &str,
+    latency: Option<&LatencySummaryUs>,
+    none: &str,
+) {
+    match latency {
+        Some(s) => {
+            let _ = writeln!(
+                t,
+                "  {label:<11} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples)",
+                s.p50, s.p90, s.p99, s.p99_9, s.max, s.mean, s.samples
+            );
+        }
+        None => {
+            let _ = writeln!(t, "  {label:<11} {none}");
+        }
+    }
+}
+
 /// Percentiles of a latency histogram, µs.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct LatencySummaryUs {
@@ -275,21 +297,12 @@ impl PairsReport {
             "  measured    sent {}, received {} = {:.0} frames/s",
             m.frames_sent, m.frames_received, m.frames_received_per_s
         );
-        match &self.latency_us {
-            Some(s) => {
-                let _ = writeln!(
-                    t,
-                    "  latency us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples)",
-                    s.p50, s.p90, s.p99, s.p99_9, s.max, s.mean, s.samples
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    t,
-                    "  latency us  no frame stamped in the measured window arrived"
-                );
-            }
-        }
+        latency_line(
+            &mut t,
+            "latency us",
+            self.latency_us.as_ref(),
+            "no frame stamped in the measured window arrived",
+        );
         if let Some(s) = &self.server {
             let per_frame = s
                 .cpu_us_per_frame

@@ -26,7 +26,7 @@ use crate::core::{CloseReason, ConnId, Connection, Core};
 use crate::listener::ListenerSpec;
 use crate::message::{Message, Origin};
 use crate::outq::send_vectored;
-use crate::pool::Payload;
+use crate::pool::{Payload, PoolBuf};
 use crate::signal::LocalSignal;
 use crate::stats::LogLimiter;
 
@@ -200,16 +200,38 @@ impl Deliver for UdpSession {
     }
 }
 
-/// Receives datagrams until the core stops or the listener is removed.
-pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: UdpSocket) {
-    glommio::spawn_local(expire_sessions(Rc::clone(&core), Rc::clone(&rt))).detach();
-    let max = rt.spec.config.max_frame_bytes as usize;
-    let mut since_yield = 0u32;
+/// Datagrams a receive loop takes in a row before it lets the core's
+/// other tasks run: a flood must not keep it running forever.
+const DATAGRAMS_PER_YIELD: u32 = 32;
+
+/// A datagram read into a pool buffer.
+pub(crate) struct Datagram {
+    /// Holds the datagram's bytes (`len` of them, or `max + 1` when it was
+    /// larger than the limit).
+    pub(crate) buf: PoolBuf,
+    pub(crate) len: usize,
+    pub(crate) peer: SocketAddr,
+    pub(crate) read_end: Option<Instant>,
+}
+
+/// The step of every datagram listener's receive loop: lets the core's
+/// other tasks run every [`DATAGRAMS_PER_YIELD`] datagrams, waits for the
+/// mesh gate and a pool buffer of `max + 1` bytes (one more than the
+/// limit, to tell an oversized datagram), then receives one datagram and
+/// counts its bytes. Receive errors are skipped (logged at debug). `None`
+/// once the core stops or `removed` is raised.
+pub(crate) async fn receive(
+    core: &Core,
+    socket: &UdpSocket,
+    removed: &LocalSignal,
+    max: usize,
+    since_yield: &mut u32,
+    listener: &str,
+) -> Option<Datagram> {
     loop {
-        // A flood of datagrams must not keep this task running forever.
-        since_yield += 1;
-        if since_yield >= 64 {
-            since_yield = 0;
+        *since_yield += 1;
+        if *since_yield >= DATAGRAMS_PER_YIELD {
+            *since_yield = 0;
             futures_lite::future::yield_now().await;
         }
         core.mesh_gate.pass().await;
@@ -217,23 +239,40 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: 
         let received = {
             let recv = async { Some(socket.recv_from(buf.spare_mut()).await) };
             let stop = async {
-                core.stopping.wait().or(rt.removed.wait()).await;
+                core.stopping.wait().or(removed.wait()).await;
                 None
             };
             recv.or(stop).await
-        };
-        let Some(received) = received else {
-            break;
-        };
+        }?;
         let read_end = core.read_clock();
-        let (n, peer) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(listener = %rt.name, "udp receive error: {e}");
-                continue;
+        match received {
+            Ok((len, peer)) => {
+                core.stats.bytes_in.add(len as u64);
+                buf.advance(len);
+                return Some(Datagram {
+                    buf,
+                    len,
+                    peer,
+                    read_end,
+                });
             }
-        };
-        core.stats.bytes_in.add(n as u64);
+            Err(e) => debug!(listener, "datagram receive error: {e}"),
+        }
+    }
+}
+
+/// Receives datagrams until the core stops or the listener is removed.
+pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: UdpSocket) {
+    glommio::spawn_local(expire_sessions(Rc::clone(&core), Rc::clone(&rt))).detach();
+    let max = rt.spec.config.max_frame_bytes as usize;
+    let mut since_yield = 0u32;
+    while let Some(Datagram {
+        buf,
+        len: n,
+        peer,
+        read_end,
+    }) = receive(&core, &socket, &rt.removed, max, &mut since_yield, &rt.name).await
+    {
         if n > max {
             core.stats.frame_errors.inc();
             if let Some(more) = rt.bad_log.allow() {
@@ -241,7 +280,6 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<UdpListenerRt>, socket: 
             }
             continue;
         }
-        buf.advance(n);
         let shared = Rc::new(buf);
         if let Err(why) = datagram(&core, &rt, peer, &shared, read_end) {
             core.stats.frame_errors.inc();
@@ -261,7 +299,7 @@ fn datagram(
     core: &Rc<Core>,
     rt: &Rc<UdpListenerRt>,
     peer: SocketAddr,
-    buf: &Rc<crate::pool::PoolBuf>,
+    buf: &Rc<PoolBuf>,
     read_end: Option<Instant>,
 ) -> Result<(), String> {
     let bytes = buf.filled();

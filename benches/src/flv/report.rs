@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{publisher::PublisherReport, tally::ConnectSummary};
-use crate::{report::LatencySummaryUs, tally::FailureTally};
+use crate::report::{latency_line, LatencySummaryUs};
+use crate::tally::FailureTally;
 
 /// The load of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -99,21 +100,6 @@ pub(crate) struct FlvReport {
     pub(crate) publisher: PublisherReport,
     /// The merged latency histogram (µs), HdrHistogram V2, base64.
     pub(crate) latency_histogram_v2_base64: String,
-}
-
-fn latency_line(t: &mut String, label: &str, latency: Option<&LatencySummaryUs>, none: &str) {
-    match latency {
-        Some(s) => {
-            let _ = writeln!(
-                t,
-                "  {label:<11} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples)",
-                s.p50, s.p90, s.p99, s.p99_9, s.max, s.mean, s.samples
-            );
-        }
-        None => {
-            let _ = writeln!(t, "  {label:<11} {none}");
-        }
-    }
 }
 
 impl FlvReport {

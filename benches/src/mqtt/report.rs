@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::tally::FailureTally;
-use crate::report::{ConnectionsReport, LatencySummaryUs};
+use crate::report::{latency_line, ConnectionsReport, LatencySummaryUs};
 
 /// Writes a finished report to stdout; a closed stdout is an error, not a
 /// panic.
@@ -16,21 +16,6 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
-}
-
-fn latency_line(t: &mut String, label: &str, latency: Option<&LatencySummaryUs>, none: &str) {
-    match latency {
-        Some(s) => {
-            let _ = writeln!(
-                t,
-                "  {label:<11} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples)",
-                s.p50, s.p90, s.p99, s.p99_9, s.max, s.mean, s.samples
-            );
-        }
-        None => {
-            let _ = writeln!(t, "  {label:<11} {none}");
-        }
-    }
 }
 
 fn connect_failures_line(t: &mut String, c: &ConnectionsReport) {

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{driver::RunDescription, RequestCounts};
 use crate::{
-    report::{ConnectionsReport, LatencySummaryUs},
+    report::{latency_line, ConnectionsReport, LatencySummaryUs},
     tally::FailureTally,
 };
 
@@ -206,21 +206,12 @@ impl RequestsReport {
             "  measured    sent {}, answered {} = {:.0} requests/s ({:.0} success/s)",
             m.sent, m.answered, m.answered_per_s, m.success_per_s
         );
-        match &self.latency_us {
-            Some(s) => {
-                let _ = writeln!(
-                    t,
-                    "  latency us  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples)",
-                    s.p50, s.p90, s.p99, s.p99_9, s.max, s.mean, s.samples
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    t,
-                    "  latency us  no request stamped in the measured window was answered"
-                );
-            }
-        }
+        latency_line(
+            &mut t,
+            "latency us",
+            self.latency_us.as_ref(),
+            "no request stamped in the measured window was answered",
+        );
         if let Some(s) = &self.server {
             let per_1k = s
                 .cpu_s_per_1k_requests

@@ -46,9 +46,9 @@
 //! - proofs of devices' secrets: [`MAX_PROOFS`], each trusted for
 //!   [`PROOF_TTL_MS`] so that a changed secret takes effect within it.
 //!
-//! A flood cannot starve the core: the receive loop yields every
-//! [`YIELD_EVERY`] datagrams and waits on the pool and the mesh gate like
-//! the other readers.
+//! A flood cannot starve the core: the receive loop is the raw UDP
+//! listener's ([`crate::udp::receive`]: it yields every few datagrams and
+//! waits on the pool and the mesh gate like the other readers).
 
 mod auth;
 mod exchange;
@@ -77,6 +77,7 @@ use crate::listener::ListenerSpec;
 use crate::outq::send_vectored;
 use crate::signal::LocalSignal;
 use crate::stats::LogLimiter;
+use crate::udp::{receive, Datagram};
 
 pub(crate) use stats::CoapStats;
 
@@ -105,8 +106,6 @@ pub(crate) const MAX_AUTH_IN_FLIGHT: usize = 256;
 pub(crate) const MAX_PROOFS: usize = 65_536;
 /// How long a proven secret is trusted before the registry is asked again.
 pub(crate) const PROOF_TTL_MS: u64 = 10_000;
-/// Datagrams handled before the receive loop yields to other tasks.
-const YIELD_EVERY: u32 = 32;
 /// Period of the retransmission timer.
 const TICK: Duration = Duration::from_millis(100);
 /// Ticks between housekeeping rounds (expiry).
@@ -291,35 +290,13 @@ pub(crate) async fn run_listener(core: Rc<Core>, rt: Rc<CoapListenerRt>, socket:
     glommio::spawn_local(run_timers(Rc::clone(&core), Rc::clone(&rt))).detach();
     let max = rt.datagram_bytes;
     let mut since_yield = 0u32;
-    loop {
-        since_yield += 1;
-        if since_yield >= YIELD_EVERY {
-            since_yield = 0;
-            futures_lite::future::yield_now().await;
-        }
-        core.mesh_gate.pass().await;
-        let mut buf = core.pool.acquire(max + 1).await;
-        let received = {
-            let recv = async { Some(socket.recv_from(buf.spare_mut()).await) };
-            let stop = async {
-                core.stopping.wait().or(rt.removed.wait()).await;
-                None
-            };
-            recv.or(stop).await
-        };
-        let Some(received) = received else {
-            break;
-        };
-        let read_end = core.read_clock();
-        let (n, peer) = match received {
-            Ok(r) => r,
-            Err(e) => {
-                debug!(listener = %rt.name, "coap receive error: {e}");
-                continue;
-            }
-        };
-        core.stats.bytes_in.add(n as u64);
-        buf.advance(n);
+    while let Some(Datagram {
+        buf,
+        len: n,
+        peer,
+        read_end,
+    }) = receive(&core, &socket, &rt.removed, max, &mut since_yield, &rt.name).await
+    {
         if n > max {
             exchange::oversized(&core, &rt, peer, buf.filled());
             continue;
